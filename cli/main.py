@@ -1,0 +1,297 @@
+"""The `mfo` command: validate the config, serve, run workers, manage deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli.client import ApiClient, CliError
+from cli.logs import configure_logging
+from gateway.exceptions import ConfigError, GatewayError
+
+app = typer.Typer(
+    name="mfo",
+    help="A declarative webhook gateway: YAML-defined providers in, signed webhooks out.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+deliveries = typer.Typer(help="List, inspect and retry outgoing deliveries.", no_args_is_help=True)
+app.add_typer(deliveries, name="deliveries")
+
+ConfigDir = Annotated[
+    Path, typer.Option("--config-dir", "-c", help="Folder holding providers.yaml.")
+]
+ServerUrl = Annotated[
+    str,
+    typer.Option("--url", envvar="MFO_URL", help="Base URL of a running mfo server."),
+]
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command("validate-config")
+def validate_config(
+    config_dir: ConfigDir = Path("config"),
+    output_format: Annotated[
+        str, typer.Option("--format", help="text or json.")
+    ] = "text",
+) -> None:
+    """Check the config files; print FILE:LINE:COLUMN: message per problem."""
+    from gateway.config.loader import check_config
+
+    if output_format not in ("text", "json"):
+        _fail(f"invalid --format {output_format!r}; use text or json", code=2)
+    config, problems = check_config(config_dir)
+    if output_format == "json":
+        report = {"valid": config is not None, "problems": [p.as_dict() for p in problems]}
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        for problem in problems:
+            prefix = "warning: " if problem.severity == "warning" else ""
+            typer.echo(f"{problem.file}:{problem.line}:{problem.column}: {prefix}{problem.message}")
+        if config is not None:
+            typer.echo(
+                f"{config_dir}: valid ({len(config.routes)} routes,"
+                f" {len(config.pipelines)} pipelines,"
+                f" {len(config.subscriptions)} subscriptions)"
+            )
+    raise typer.Exit(0 if config is not None else 1)
+
+
+def _settings(config_dir: Path) -> Any:
+    from gateway.settings import Settings
+
+    return Settings.from_env(config_dir)
+
+
+@app.command()
+def serve(
+    config_dir: ConfigDir = Path("config"),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8080,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Serve HTTP only; run `mfo worker` apart.")
+    ] = False,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Serve provider routes, the API, /healthz and /readyz."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    configure_logging(log_level)
+    try:
+        application = create_app(_settings(config_dir), run_worker=not no_worker)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        _fail(f"{config_dir} is not valid; run `mfo validate-config -c {config_dir}`")
+        return
+    except GatewayError as exc:
+        _fail(str(exc))
+        return
+    server = uvicorn.Server(
+        uvicorn.Config(application, host=host, port=port, log_config=None, access_log=False)
+    )
+    server.run()
+    if getattr(server, "started", True) is False:
+        _fail(f"the server did not start on {host}:{port}; see the log above")
+
+
+@app.command()
+def worker(
+    config_dir: ConfigDir = Path("config"),
+    concurrency: Annotated[int, typer.Option(help="Jobs run at once.")] = 16,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Run deliveries and pipeline jobs without serving HTTP."""
+    from gateway.config.loader import load_config
+
+    configure_logging(log_level)
+    try:
+        config = load_config(config_dir)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        _fail(f"{config_dir} is not valid")
+        return
+    try:
+        asyncio.run(_run_worker(_settings(config_dir), config, concurrency))
+    except GatewayError as exc:
+        _fail(str(exc))
+
+
+async def _run_worker(settings: Any, config: Any, concurrency: int) -> None:
+    from gateway.app import Gateway
+
+    gateway = Gateway(settings, config)
+    await gateway.start(run_worker=False)
+    gateway.start_worker()
+    assert gateway.worker is not None
+    gateway.worker.concurrency = concurrency
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    typer.echo(f"mfo worker running ({concurrency} at once); Ctrl-C stops it", err=True)
+    await stop.wait()
+    await gateway.stop()
+
+
+@app.command()
+def send(
+    target: Annotated[str, typer.Argument(help="PROVIDER/ROUTE as named in providers.yaml.")],
+    payload_file: Annotated[Path, typer.Argument(help="File whose bytes are the body.")],
+    config_dir: ConfigDir = Path("config"),
+    url: ServerUrl = "http://127.0.0.1:8080",
+    header: Annotated[
+        list[str] | None,
+        typer.Option("--header", "-H", help="Extra header 'Name: value'; repeatable."),
+    ] = None,
+    content_type: Annotated[str, typer.Option(help="Content-Type of the body.")] = (
+        "application/json"
+    ),
+) -> None:
+    """Sign a payload file as the route's provider would and POST it."""
+    import httpx
+
+    from gateway.config.loader import load_config
+    from gateway.ingress.verify import build_verifier
+
+    provider, _, route_name = target.partition("/")
+    try:
+        config = load_config(config_dir)
+    except ConfigError as exc:
+        _fail(f"{config_dir} is not valid:\n{exc}")
+        return
+    route = config.route(provider, route_name)
+    if route is None:
+        known = ", ".join(r.qualified_name for r in config.routes) or "none"
+        _fail(f"no route {target!r} in {config_dir}; known routes: {known}")
+        return
+    try:
+        body = payload_file.read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {payload_file}: {exc.strerror}")
+        return
+    headers = {"content-type": content_type}
+    for item in header or []:
+        name, colon, value = item.partition(":")
+        if not colon or not name.strip():
+            _fail(f"invalid --header {item!r}; write 'Name: value'", code=2)
+        headers[name.strip().lower()] = value.strip()
+    headers.update(build_verifier(route.verify).sign(body))
+    try:
+        response = httpx.request(
+            route.method, url.rstrip("/") + route.path, content=body, headers=headers,
+            timeout=30,
+        )
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {url}: {exc}; is `mfo serve` running?")
+        return
+    typer.echo(f"{response.status_code} {response.text}")
+    raise typer.Exit(0 if response.is_success else 1)
+
+
+def _client(url: str, config_dir: Path) -> ApiClient:
+    return ApiClient(url, _settings(config_dir))
+
+
+@deliveries.command("list")
+def deliveries_list(
+    status: Annotated[str | None, typer.Option(help="pending, succeeded or failed.")] = None,
+    subscription: Annotated[str | None, typer.Option(help="Subscription id or name.")] = None,
+    event_type: Annotated[str | None, typer.Option(help="Event type; * is a wildcard.")] = None,
+    since: Annotated[str | None, typer.Option(help="Age such as 2h, or an ISO time.")] = None,
+    limit: Annotated[int, typer.Option(help="Most rows to show.")] = 100,
+    output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    url: ServerUrl = "http://127.0.0.1:8080",
+    config_dir: ConfigDir = Path("config"),
+) -> None:
+    """List deliveries, oldest first."""
+    if output_format not in ("table", "json"):
+        _fail(f"invalid --format {output_format!r}; use table or json", code=2)
+    params = {"status": status, "subscription": subscription, "event_type": event_type,
+              "since": since}
+    try:
+        rows = _client(url, config_dir).list_deliveries(params, limit)
+    except CliError as exc:
+        _fail(str(exc))
+        return
+    if output_format == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    columns = ("id", "status", "attempts", "last_status", "event_type",
+               "subscription_name", "created_at")
+    table = [[str(row.get(c) if row.get(c) is not None else "-") for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in table]) for i, c in enumerate(columns)]
+    typer.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for line in table:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)))
+    typer.echo(f"{len(rows)} deliveries", err=True)
+
+
+@deliveries.command("show")
+def deliveries_show(
+    delivery_id: str,
+    url: ServerUrl = "http://127.0.0.1:8080",
+    config_dir: ConfigDir = Path("config"),
+) -> None:
+    """Show one delivery with every attempt."""
+    try:
+        row = _client(url, config_dir).get(f"/api/deliveries/{delivery_id}")
+    except CliError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(json.dumps(row, indent=2))
+
+
+@deliveries.command("retry")
+def deliveries_retry(
+    ids: Annotated[list[str] | None, typer.Argument(help="Delivery ids.")] = None,
+    status: Annotated[str | None, typer.Option(help="Retry deliveries in this status.")] = None,
+    since: Annotated[str | None, typer.Option(help="Created within, such as 2h.")] = None,
+    until: Annotated[str | None, typer.Option(help="Created before this age or time.")] = None,
+    subscription: Annotated[str | None, typer.Option(help="Subscription id or name.")] = None,
+    event_type: Annotated[str | None, typer.Option(help="Event type; * is a wildcard.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count.")] = False,
+    url: ServerUrl = "http://127.0.0.1:8080",
+    config_dir: ConfigDir = Path("config"),
+) -> None:
+    """Send deliveries again, by id or by filter."""
+    body: dict[str, Any] = {"dry_run": dry_run}
+    if ids:
+        body["ids"] = ids
+    for name, value in (("status", status), ("since", since), ("until", until),
+                        ("subscription", subscription), ("event_type", event_type)):
+        if value is not None:
+            body[name] = value
+    if not ids and len(body) == 1:
+        _fail("give delivery ids or a filter such as --status failed", code=2)
+    try:
+        result = _client(url, config_dir).post("/api/deliveries/retry", body)
+    except CliError as exc:
+        _fail(str(exc))
+        return
+    if dry_run:
+        typer.echo(f"{result['matched']} deliveries would be retried")
+    else:
+        typer.echo(f"{result['retried']} of {result['matched']} deliveries queued again")
+
+
+def main() -> None:  # pragma: no cover - entry point for `python -m cli.main`
+    app(prog_name=os.path.basename(sys.argv[0]) or "mfo")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,229 @@
+"""Check the shape of loaded YAML and collect every problem with its location."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway.config.source import Location, YList, YMap
+from gateway.config.templates import (
+    Expression,
+    TemplateCompileError,
+    TextTemplate,
+    TreeTemplate,
+    compile_expression,
+    compile_text,
+    compile_tree,
+)
+from gateway.exceptions import ConfigProblem
+
+_DURATION = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(?P<number>\d+)\s*(?P<unit>b|kb|kib|mb|mib)?\s*$", re.IGNORECASE)
+_UNIT_BYTES = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, None: 1}
+
+
+def parse_duration(value: Any) -> float:
+    """Parse `500ms`, `5s`, `5m`, `2h`, `1d` or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"invalid duration {value!r}: must not be negative")
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(
+            f"invalid duration {value!r}: write a number with a unit, such as 5s, 5m or 2h"
+        )
+    return float(match.group("number")) * _UNIT_SECONDS[match.group("unit")]
+
+
+def parse_size(value: Any) -> int:
+    """Parse `512kb`, `1mib` or a number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _SIZE.match(str(value))
+    if not match or int(match.group("number")) <= 0:
+        raise ValueError(f"invalid size {value!r}: write bytes or a unit, such as 1mib")
+    unit = match.group("unit")
+    return int(match.group("number")) * _UNIT_BYTES[unit.lower() if unit else None]
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a string"
+
+
+class Checker:
+    """Collect problems while reading values out of YAML mappings."""
+
+    def __init__(self) -> None:
+        self.problems: list[ConfigProblem] = []
+
+    def error(self, location: Location, message: str) -> None:
+        self.problems.append(location.problem(message))
+
+    def warn(self, location: Location, message: str) -> None:
+        self.problems.append(location.problem(message, severity="warning"))
+
+    def mapping(self, value: Any, location: Location, what: str) -> YMap | None:
+        if isinstance(value, YMap):
+            return value
+        self.error(location, f"{what} must be a mapping, not {_type_name(value)}")
+        return None
+
+    def keys(
+        self, node: YMap, what: str, allowed: Iterable[str], required: Iterable[str] = ()
+    ) -> None:
+        allowed = list(allowed)
+        for key in node:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                known = ", ".join(sorted(allowed))
+                self.error(
+                    node.key_at(key),
+                    f"unknown key {key!r} in {what}{hint} (allowed: {known})",
+                )
+        for key in required:
+            if key not in node:
+                self.error(node.location, f"{what} is missing the required key {key!r}")
+
+    def string(self, node: YMap, key: str, what: str, default: str | None = None) -> str | None:
+        if key not in node:
+            return default
+        value = node[key]
+        if isinstance(value, str) and value != "":
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        self.error(
+            node.value_at(key),
+            f"{what}.{key} must be a non-empty string, not {_type_name(value)}",
+        )
+        return default
+
+    def choice(
+        self, node: YMap, key: str, what: str, choices: tuple[str, ...], default: str
+    ) -> str:
+        value = self.string(node, key, what, default)
+        if value is None:
+            return default
+        if value.lower() not in choices:
+            self.error(
+                node.value_at(key),
+                f"{what}.{key} is {value!r}; expected one of {', '.join(choices)}",
+            )
+            return default
+        return value.lower()
+
+    def string_list(self, node: YMap, key: str, what: str) -> tuple[str, ...]:
+        if key not in node:
+            return ()
+        value = node[key]
+        if isinstance(value, str) and value:
+            return (value,)
+        if not isinstance(value, YList) or not value:
+            self.error(
+                node.value_at(key),
+                f"{what}.{key} must be a string or a non-empty list of strings",
+            )
+            return ()
+        result = []
+        for index, item in enumerate(value):
+            if isinstance(item, str) and item:
+                result.append(item)
+            else:
+                self.error(value.item_at(index), f"{what}.{key}[{index}] must be a string")
+        return tuple(result)
+
+    def number(
+        self, node: YMap, key: str, what: str, default: float, low: float, high: float
+    ) -> float:
+        if key not in node:
+            return default
+        value = node[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.error(node.value_at(key), f"{what}.{key} must be a number")
+            return default
+        if not low <= value <= high:
+            self.error(
+                node.value_at(key), f"{what}.{key} is {value}; expected {low} to {high}"
+            )
+            return default
+        return float(value)
+
+    def parsed(
+        self, node: YMap, key: str, what: str, parse: Callable[[Any], Any], default: Any
+    ) -> Any:
+        if key not in node:
+            return default
+        try:
+            return parse(node[key])
+        except ValueError as exc:
+            self.error(node.value_at(key), f"{what}.{key}: {exc}")
+            return default
+
+    def url(self, node: YMap, key: str, what: str) -> str | None:
+        value = self.string(node, key, what)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self.error(
+                node.value_at(key),
+                f"{what}.{key} is {value!r}; expected an http:// or https:// URL"
+                " with a host",
+            )
+            return None
+        return value
+
+    def expression(self, node: YMap, key: str, what: str) -> Expression | None:
+        value = node.get(key)
+        if key not in node:
+            return None
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        if not isinstance(value, str) or not value.strip():
+            self.error(node.value_at(key), f"{what}.{key} must be an expression string")
+            return None
+        try:
+            return compile_expression(value)
+        except TemplateCompileError as exc:
+            self.error(node.value_at(key), f"{what}.{key}: invalid expression: {exc}")
+            return None
+
+    def text_template(self, node: YMap, key: str, what: str) -> TextTemplate | None:
+        value = self.string(node, key, what)
+        if value is None:
+            return None
+        try:
+            return compile_text(value)
+        except TemplateCompileError as exc:
+            self.error(node.value_at(key), f"{what}.{key}: invalid template: {exc}")
+            return None
+
+    def tree(self, node: YMap, key: str, what: str) -> TreeTemplate | None:
+        if key not in node:
+            return None
+        try:
+            return compile_tree(node[key])
+        except TemplateCompileError as exc:
+            self.error(
+                node.value_at(key),
+                f"{what}.{key}: invalid template {exc.source!r}: {exc}",
+            )
+            return None

@@ -1,0 +1,232 @@
+"""Load YAML files into plain values that remember where each node came from.
+
+Mappings load as `YMap` and sequences as `YList`; both keep the line and
+column of every key and item so that a mistake found later can be reported as
+`FILE:LINE:COLUMN`. `${VAR}` and `${VAR:-default}` are replaced from the
+environment in every scalar before its type is resolved, so `port: ${PORT}`
+still loads as an integer.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.exceptions import ConfigProblem
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """A safe loader where only true and false are booleans, as in YAML 1.2.
+
+    YAML 1.1 reads `on`, `off`, `yes` and `no` as booleans, which would turn
+    a pipeline's `on:` key into `True`.
+    """
+
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+_ESCAPED = "$${"
+
+
+@dataclass(frozen=True)
+class Location:
+    """A position in a config file, with 1-based line and column."""
+
+    file: str
+    line: int
+    column: int
+
+    def problem(self, message: str, severity: str = "error") -> ConfigProblem:
+        return ConfigProblem(self.file, self.line, self.column, message, severity)
+
+
+class YMap(dict[str, Any]):
+    """A YAML mapping with the location of itself, its keys and its values."""
+
+    location: Location
+    key_locations: dict[str, Location]
+    value_locations: dict[str, Location]
+
+    def key_at(self, key: str) -> Location:
+        return self.key_locations.get(key, self.location)
+
+    def value_at(self, key: str) -> Location:
+        return self.value_locations.get(key, self.location)
+
+
+class YList(list[Any]):
+    """A YAML sequence with the location of itself and of each item."""
+
+    location: Location
+    item_locations: list[Location]
+
+    def item_at(self, index: int) -> Location:
+        if 0 <= index < len(self.item_locations):
+            return self.item_locations[index]
+        return self.location
+
+
+@dataclass
+class LoadedFile:
+    """One YAML file: its root value, its problems and where env defaults were used."""
+
+    path: str
+    root: Any
+    problems: list[ConfigProblem] = field(default_factory=list)
+    defaulted: dict[Location, tuple[str, ...]] = field(default_factory=dict)
+
+
+class _Interpolator:
+    def __init__(self, env: Mapping[str, str], file: str) -> None:
+        self.env = env
+        self.file = file
+        self.problems: list[ConfigProblem] = []
+        self.defaulted: dict[Location, tuple[str, ...]] = {}
+
+    def substitute(self, text: str, location: Location) -> str:
+        if "${" not in text:
+            return text
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group("name"), match.group("default")
+            value = self.env.get(name)
+            if value is not None:
+                return value
+            if default is not None:
+                names = self.defaulted.get(location, ())
+                self.defaulted[location] = (*names, name)
+                return default
+            self.problems.append(
+                location.problem(
+                    f"environment variable {name!r} is not set and has no default;"
+                    f" set it or write ${{{name}:-default}}"
+                )
+            )
+            return ""
+
+        parts = text.split(_ESCAPED)
+        return "${".join(_VARIABLE.sub(replace, part) for part in parts)
+
+
+def load_yaml_file(path: Path, display: str, env: Mapping[str, str] | None = None) -> LoadedFile:
+    """Load one YAML file, collecting syntax and interpolation problems."""
+    environment = os.environ if env is None else env
+    loaded = LoadedFile(display, None)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        loaded.problems.append(ConfigProblem(display, 1, 1, "file not found"))
+        return loaded
+    except (OSError, UnicodeDecodeError) as exc:
+        loaded.problems.append(ConfigProblem(display, 1, 1, f"cannot read file: {exc}"))
+        return loaded
+
+    loader = _ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = f"invalid YAML: {exc.problem or exc}"
+        loaded.problems.append(ConfigProblem(display, line, column, message))
+        return loaded
+    except yaml.YAMLError as exc:
+        loaded.problems.append(ConfigProblem(display, 1, 1, f"invalid YAML: {exc}"))
+        return loaded
+    finally:
+        loader.dispose()
+
+    interpolator = _Interpolator(environment, display)
+    builder = _Builder(loader, display, interpolator, loaded.problems)
+    loaded.root = builder.build(node) if node is not None else None
+    loaded.problems.extend(interpolator.problems)
+    loaded.defaulted = interpolator.defaulted
+    return loaded
+
+
+class _Builder:
+    def __init__(
+        self,
+        loader: _ConfigLoader,
+        file: str,
+        interpolator: _Interpolator,
+        problems: list[ConfigProblem],
+    ) -> None:
+        self.loader = loader
+        self.file = file
+        self.interpolator = interpolator
+        self.problems = problems
+
+    def locate(self, node: yaml.Node) -> Location:
+        mark = node.start_mark
+        return Location(self.file, mark.line + 1, mark.column + 1)
+
+    def build(self, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            return self._build_mapping(node)
+        if isinstance(node, yaml.SequenceNode):
+            result = YList(self.build(item) for item in node.value)
+            result.location = self.locate(node)
+            result.item_locations = [self.locate(item) for item in node.value]
+            return result
+        return self._build_scalar(node)
+
+    def _build_mapping(self, node: yaml.MappingNode) -> YMap:
+        result = YMap()
+        result.location = self.locate(node)
+        result.key_locations = {}
+        result.value_locations = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                self.problems.append(
+                    self.locate(key_node).problem("YAML merge keys (<<) are not supported")
+                )
+                continue
+            key = self._build_scalar(key_node)
+            if not isinstance(key, str | int | float | bool) or key is None:
+                self.problems.append(self.locate(key_node).problem("keys must be strings"))
+                continue
+            key = str(key)
+            if key in result:
+                self.problems.append(
+                    self.locate(key_node).problem(
+                        f"duplicate key {key!r} (first at line"
+                        f" {result.key_locations[key].line})"
+                    )
+                )
+                continue
+            result[key] = self.build(value_node)
+            result.key_locations[key] = self.locate(key_node)
+            result.value_locations[key] = self.locate(value_node)
+        return result
+
+    def _build_scalar(self, node: yaml.Node) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            return self.build(node)
+        location = self.locate(node)
+        value = self.interpolator.substitute(node.value, location)
+        if value != node.value and node.style is None:
+            tag = self.loader.resolve(yaml.ScalarNode, value, (True, False))
+            node = yaml.ScalarNode(tag, value, node.start_mark, node.end_mark, node.style)
+        elif value != node.value:
+            node = yaml.ScalarNode(node.tag, value, node.start_mark, node.end_mark, node.style)
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            self.problems.append(location.problem(f"invalid value: {exc}"))
+            return None

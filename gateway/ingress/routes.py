@@ -34,7 +34,7 @@ _REDACTED = "[redacted]"
 
 
 class IngressRuntime(Protocol):
-    """What every provider route needs at request time."""
+    """The services a provider route uses at request time."""
 
     db: Database
     queue: WorkQueue

@@ -1,0 +1,93 @@
+"""Separate API and worker processes, and subscriptions declared in YAML."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SECRETS
+from tests.support import CORPUS, REPO, Subscriber, start_gateway
+
+
+def copy_shipped_config(root: Path, subscriptions: str) -> Path:
+    shutil.copytree(REPO / "config", root / "config")
+    shutil.copytree(REPO / "schemas", root / "schemas")
+    (root / "config" / "subscriptions.yaml").write_text(subscriptions)
+    return root / "config"
+
+
+def test_worker_process_delivers_yaml_subscription(tmp_path: Path) -> None:
+    """`serve --no-worker` only stores; a separate `mfo worker` delivers."""
+    subscriber = Subscriber().start()
+    config_dir = copy_shipped_config(
+        tmp_path,
+        "subscriptions:\n  inbox:\n"
+        f"    url: {subscriber.url}\n"
+        "    events: [unipile.email.received, email.processed]\n"
+        "    retry: {schedule: [200ms, 200ms], jitter: 0}\n",
+    )
+    gateway = start_gateway(config_dir, tmp_path / "data", SECRETS, args=("--no-worker",))
+    worker = None
+    try:
+        stored = gateway.api("GET", "/api/notifications/subscriptions/inbox").json()
+        assert stored["source"] == "config"
+        subscriber.secret = stored["secret"]
+        body = (CORPUS / "unipile" / "mail_received.json").read_bytes()
+        headers = {"content-type": "application/json",
+                   "unipile-auth": SECRETS["UNIPILE_WEBHOOK_SECRET"]}
+        response = gateway.post("/webhooks/unipile/notify", body, headers)
+        assert response.status_code == 202
+        time.sleep(1.5)
+        assert subscriber.received == []
+
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "worker", "--config-dir", str(config_dir)],
+            env=gateway.env, cwd=REPO,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        received = subscriber.wait_for(2, timeout=60)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+        gateway.stop()
+        subscriber.stop()
+
+    assert sorted(subscriber.types()) == ["email.processed", "unipile.email.received"]
+    assert all(r.signature_valid for r in received)
+    assert received[0].payload["data"] == json.loads(body) or received[1].payload["data"] == json.loads(body)
+
+
+def test_serve_refuses_broken_config(tmp_path: Path) -> None:
+    """A broken config stops `mfo serve` with located problems and exit 1."""
+    config_dir = copy_shipped_config(tmp_path, "subscriptions:\n  x:\n    url: nope\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "serve", "--config-dir", str(config_dir),
+         "--port", "1"],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "MFO_DATA_DIR": str(tmp_path / "data")},
+    )
+    assert result.returncode == 1
+    assert "subscriptions.yaml:3:10:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("target", ["nope/route", "unipile/notify"])
+def test_send_reports_failures(tmp_path: Path, target: str) -> None:
+    """`mfo send` names an unknown route, and an unreachable server, in one line."""
+    payload = tmp_path / "p.json"
+    payload.write_text("{}")
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "send", target, str(payload),
+         "--config-dir", str(REPO / "config"), "--url", "http://127.0.0.1:9"],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr

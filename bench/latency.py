@@ -24,8 +24,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest import SECRETS, backend_env, _drop_database  # noqa: E402
-from tests.support import CORPUS, REPO, Subscriber, start_gateway  # noqa: E402
+from tests.conftest import SECRETS, _drop_database, backend_env
+from tests.support import CORPUS, REPO, Subscriber, start_gateway
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -64,8 +64,10 @@ def measure_gateway(backend: str, count: int) -> dict[str, object]:
         gateway = start_gateway(REPO / "config", Path(data_dir), env)
         try:
             gateway.subscribe(subscriber, ["unipile.email.sent"])
-            headers = {"content-type": "application/json",
-                       "unipile-auth": SECRETS["UNIPILE_WEBHOOK_SECRET"]}
+            headers = {
+                "content-type": "application/json",
+                "unipile-auth": SECRETS["UNIPILE_WEBHOOK_SECRET"],
+            }
             samples = []
             with httpx.Client(base_url=gateway.base_url) as client:
                 for index in range(count + 10):
@@ -73,8 +75,9 @@ def measure_gateway(backend: str, count: int) -> dict[str, object]:
                     body = json.dumps(payload).encode()
                     before = len(subscriber.received)
                     started = time.time()
-                    response = client.post("/webhooks/unipile/notify", content=body,
-                                           headers=headers)
+                    response = client.post(
+                        "/webhooks/unipile/notify", content=body, headers=headers
+                    )
                     assert response.status_code == 202, response.text
                     subscriber.wait_for(before + 1)
                     if index >= 10:  # the first requests warm up pools and caches
@@ -98,7 +101,9 @@ def measure_gateway(backend: str, count: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200)
-    parser.add_argument("--backend", action="append", choices=["embedded", "postgres", "redis"])
+    parser.add_argument(
+        "--backend", action="append", choices=["embedded", "postgres", "redis"]
+    )
     args = parser.parse_args()
     for backend in args.backend or ["embedded", "postgres", "redis"]:
         print(json.dumps(measure_gateway(backend, args.count)), flush=True)

@@ -43,7 +43,9 @@ class ApiClient:
                 detail = response.json().get("detail", response.text)
             except ValueError:
                 detail = response.text
-            raise CliError(f"{method} {path} failed with {response.status_code}: {detail}")
+            raise CliError(
+                f"{method} {path} failed with {response.status_code}: {detail}"
+            )
         return response.json()
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
@@ -53,7 +55,9 @@ class ApiClient:
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self._call("POST", path, json=body)
 
-    def list_deliveries(self, params: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    def list_deliveries(
+        self, params: dict[str, Any], limit: int
+    ) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         after = None
         while len(rows) < limit:

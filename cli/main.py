@@ -22,7 +22,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-deliveries = typer.Typer(help="List, inspect and retry outgoing deliveries.", no_args_is_help=True)
+deliveries = typer.Typer(
+    help="List, inspect and retry outgoing deliveries.", no_args_is_help=True
+)
 app.add_typer(deliveries, name="deliveries")
 
 ConfigDir = Annotated[
@@ -53,12 +55,17 @@ def validate_config(
         _fail(f"invalid --format {output_format!r}; use text or json", code=2)
     config, problems = check_config(config_dir)
     if output_format == "json":
-        report = {"valid": config is not None, "problems": [p.as_dict() for p in problems]}
+        report = {
+            "valid": config is not None,
+            "problems": [p.as_dict() for p in problems],
+        }
         typer.echo(json.dumps(report, indent=2))
     else:
         for problem in problems:
             prefix = "warning: " if problem.severity == "warning" else ""
-            typer.echo(f"{problem.file}:{problem.line}:{problem.column}: {prefix}{problem.message}")
+            typer.echo(
+                f"{problem.file}:{problem.line}:{problem.column}: {prefix}{problem.message}"
+            )
         if config is not None:
             typer.echo(
                 f"{config_dir}: valid ({len(config.routes)} routes,"
@@ -80,9 +87,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8080,
     no_worker: Annotated[
-        bool, typer.Option("--no-worker", help="Serve HTTP only; run `mfo worker` apart.")
+        bool,
+        typer.Option("--no-worker", help="Serve HTTP only; run `mfo worker` apart."),
     ] = False,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    log_level: Annotated[
+        str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")
+    ] = "INFO",
 ) -> None:
     """Serve provider routes, the API, /healthz and /readyz."""
     import uvicorn
@@ -101,7 +111,9 @@ def serve(
         _fail(str(exc))
         return
     server = uvicorn.Server(
-        uvicorn.Config(application, host=host, port=port, log_config=None, access_log=False)
+        uvicorn.Config(
+            application, host=host, port=port, log_config=None, access_log=False
+        )
     )
     server.run()
     if getattr(server, "started", True) is False:
@@ -112,7 +124,9 @@ def serve(
 def worker(
     config_dir: ConfigDir = Path("config"),
     concurrency: Annotated[int, typer.Option(help="Jobs run at once.")] = 16,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    log_level: Annotated[
+        str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")
+    ] = "INFO",
 ) -> None:
     """Run deliveries and pipeline jobs without serving HTTP."""
     from gateway.config.loader import load_config
@@ -150,8 +164,12 @@ async def _run_worker(settings: Any, config: Any, concurrency: int) -> None:
 
 @app.command()
 def send(
-    target: Annotated[str, typer.Argument(help="PROVIDER/ROUTE as named in providers.yaml.")],
-    payload_file: Annotated[Path, typer.Argument(help="File whose bytes are the body.")],
+    target: Annotated[
+        str, typer.Argument(help="PROVIDER/ROUTE as named in providers.yaml.")
+    ],
+    payload_file: Annotated[
+        Path, typer.Argument(help="File whose bytes are the body.")
+    ],
     config_dir: ConfigDir = Path("config"),
     url: ServerUrl = "http://127.0.0.1:8080",
     header: Annotated[
@@ -193,7 +211,10 @@ def send(
     headers.update(build_verifier(route.verify).sign(body))
     try:
         response = httpx.request(
-            route.method, url.rstrip("/") + route.path, content=body, headers=headers,
+            route.method,
+            url.rstrip("/") + route.path,
+            content=body,
+            headers=headers,
             timeout=30,
         )
     except httpx.HTTPError as exc:
@@ -209,20 +230,34 @@ def _client(url: str, config_dir: Path) -> ApiClient:
 
 @deliveries.command("list")
 def deliveries_list(
-    status: Annotated[str | None, typer.Option(help="pending, succeeded or failed.")] = None,
-    subscription: Annotated[str | None, typer.Option(help="Subscription id or name.")] = None,
-    event_type: Annotated[str | None, typer.Option(help="Event type; * is a wildcard.")] = None,
-    since: Annotated[str | None, typer.Option(help="Age such as 2h, or an ISO time.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="pending, succeeded or failed.")
+    ] = None,
+    subscription: Annotated[
+        str | None, typer.Option(help="Subscription id or name.")
+    ] = None,
+    event_type: Annotated[
+        str | None, typer.Option(help="Event type; * is a wildcard.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Age such as 2h, or an ISO time.")
+    ] = None,
     limit: Annotated[int, typer.Option(help="Maximum number of rows to show.")] = 100,
-    output_format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    output_format: Annotated[
+        str, typer.Option("--format", help="table or json.")
+    ] = "table",
     url: ServerUrl = "http://127.0.0.1:8080",
     config_dir: ConfigDir = Path("config"),
 ) -> None:
     """List deliveries, oldest first."""
     if output_format not in ("table", "json"):
         _fail(f"invalid --format {output_format!r}; use table or json", code=2)
-    params = {"status": status, "subscription": subscription, "event_type": event_type,
-              "since": since}
+    params = {
+        "status": status,
+        "subscription": subscription,
+        "event_type": event_type,
+        "since": since,
+    }
     try:
         rows = _client(url, config_dir).list_deliveries(params, limit)
     except CliError as exc:
@@ -231,11 +266,23 @@ def deliveries_list(
     if output_format == "json":
         typer.echo(json.dumps(rows, indent=2))
         return
-    columns = ("id", "status", "attempts", "last_status", "event_type",
-               "subscription_name", "created_at")
-    table = [[str(row.get(c) if row.get(c) is not None else "-") for c in columns] for row in rows]
+    columns = (
+        "id",
+        "status",
+        "attempts",
+        "last_status",
+        "event_type",
+        "subscription_name",
+        "created_at",
+    )
+    table = [
+        [str(row.get(c) if row.get(c) is not None else "-") for c in columns]
+        for row in rows
+    ]
     widths = [max([len(c)] + [len(r[i]) for r in table]) for i, c in enumerate(columns)]
-    typer.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    typer.echo(
+        "  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))
+    )
     for line in table:
         typer.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)))
     typer.echo(f"{len(rows)} deliveries", err=True)
@@ -259,11 +306,21 @@ def deliveries_show(
 @deliveries.command("retry")
 def deliveries_retry(
     ids: Annotated[list[str] | None, typer.Argument(help="Delivery ids.")] = None,
-    status: Annotated[str | None, typer.Option(help="Retry deliveries in this status.")] = None,
-    since: Annotated[str | None, typer.Option(help="Created within, such as 2h.")] = None,
-    until: Annotated[str | None, typer.Option(help="Created before this age or time.")] = None,
-    subscription: Annotated[str | None, typer.Option(help="Subscription id or name.")] = None,
-    event_type: Annotated[str | None, typer.Option(help="Event type; * is a wildcard.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Retry deliveries in this status.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Created within, such as 2h.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Created before this age or time.")
+    ] = None,
+    subscription: Annotated[
+        str | None, typer.Option(help="Subscription id or name.")
+    ] = None,
+    event_type: Annotated[
+        str | None, typer.Option(help="Event type; * is a wildcard.")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count.")] = False,
     url: ServerUrl = "http://127.0.0.1:8080",
     config_dir: ConfigDir = Path("config"),
@@ -272,8 +329,13 @@ def deliveries_retry(
     body: dict[str, Any] = {"dry_run": dry_run}
     if ids:
         body["ids"] = ids
-    for name, value in (("status", status), ("since", since), ("until", until),
-                        ("subscription", subscription), ("event_type", event_type)):
+    for name, value in (
+        ("status", status),
+        ("since", since),
+        ("until", until),
+        ("subscription", subscription),
+        ("event_type", event_type),
+    ):
         if value is not None:
             body[name] = value
     if not ids and len(body) == 1:
@@ -286,7 +348,9 @@ def deliveries_retry(
     if dry_run:
         typer.echo(f"{result['matched']} deliveries would be retried")
     else:
-        typer.echo(f"{result['retried']} of {result['matched']} deliveries queued again")
+        typer.echo(
+            f"{result['retried']} of {result['matched']} deliveries queued again"
+        )
 
 
 def main() -> None:  # pragma: no cover - entry point for `python -m cli.main`

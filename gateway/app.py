@@ -56,7 +56,9 @@ class Gateway:
         """Open the database and queue, apply migrations and sync subscriptions."""
         url = self.settings.database_url
         if url is None:
-            url = await asyncio.to_thread(start_embedded_postgres, self.settings.data_dir)
+            url = await asyncio.to_thread(
+                start_embedded_postgres, self.settings.data_dir
+            )
         self.database_url = url
         self.db = Database(url, max_size=20)
         await self.db.open()
@@ -115,7 +117,9 @@ async def sync_config_subscriptions(db: Database, config: GatewayConfig) -> None
                     "description": sub.description,
                 },
             )
-        await queries.retire_config_subscriptions(conn, [s.name for s in config.subscriptions])
+        await queries.retire_config_subscriptions(
+            conn, [s.name for s in config.subscriptions]
+        )
 
 
 def warn_default_secrets(config: GatewayConfig) -> None:
@@ -125,7 +129,9 @@ def warn_default_secrets(config: GatewayConfig) -> None:
             logger.warning(
                 "route %s uses the development default of %s; set %s before exposing"
                 " this gateway",
-                route.qualified_name, variable, variable,
+                route.qualified_name,
+                variable,
+                variable,
             )
     for sub in config.subscriptions:
         for variable in sub.defaulted_variables:
@@ -145,8 +151,12 @@ async def readyz(state: State) -> Response[dict[str, Any]]:
     database = gateway.db is not None and await gateway.db.ping()
     queue = gateway.queue is not None and await gateway.queue.ping()
     ready = database and queue
-    body = {"status": "ready" if ready else "not ready", "database": database, "queue": queue,
-            "config_version": gateway.config().version}
+    body = {
+        "status": "ready" if ready else "not ready",
+        "database": database,
+        "queue": queue,
+        "config_version": gateway.config().version,
+    }
     return Response(body, status_code=200 if ready else 503)
 
 
@@ -154,11 +164,16 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
     if isinstance(exc, HTTPException):
         body: dict[str, Any] = {"status_code": exc.status_code, "detail": exc.detail}
         if exc.extra:
-            body.update(exc.extra if isinstance(exc.extra, dict) else {"extra": exc.extra})
+            body.update(
+                exc.extra if isinstance(exc.extra, dict) else {"extra": exc.extra}
+            )
         return Response(body, status_code=exc.status_code, headers=exc.headers)
     error_id = new_id("err")
     logger.error(
-        "internal error %s on %s %s", error_id, request.method, request.url.path,
+        "internal error %s on %s %s",
+        error_id,
+        request.method,
+        request.url.path,
         exc_info=exc,
     )
     return Response(
@@ -181,8 +196,11 @@ def create_app(
         await gateway.start(run_worker)
         logger.info(
             "mfo ready: %d routes, %d pipelines, %d subscriptions from %s (config %s)",
-            len(config.routes), len(config.pipelines), len(config.subscriptions),
-            settings.config_dir, config.version,
+            len(config.routes),
+            len(config.pipelines),
+            len(config.subscriptions),
+            settings.config_dir,
+            config.version,
         )
         try:
             yield

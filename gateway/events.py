@@ -54,7 +54,9 @@ class IngestResult:
     work: list[Work] = field(default_factory=list)
 
 
-def deliver_work(delivery_id: str, attempt: int, scheduled: float = 0.0, tag: str = "") -> Work:
+def deliver_work(
+    delivery_id: str, attempt: int, scheduled: float = 0.0, tag: str = ""
+) -> Work:
     """Describe the job that makes attempt number `attempt + 1` of a delivery."""
     key = f"deliver:{delivery_id}:{attempt}{tag}"
     return Work(DELIVER_JOB, key, {"delivery_id": delivery_id}, scheduled)
@@ -78,7 +80,10 @@ def _subscription_matches(sub: dict[str, Any], event: dict[str, Any]) -> bool:
         return _compiled_filter(sub["filter"]).test({"event": event})
     except (RenderError, ValueError) as exc:
         logger.warning(
-            "subscription %s: filter failed on event %s: %s", sub["id"], event["id"], exc
+            "subscription %s: filter failed on event %s: %s",
+            sub["id"],
+            event["id"],
+            exc,
         )
         return False
 

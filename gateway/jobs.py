@@ -128,7 +128,9 @@ async def sweep_once(runtime: WorkerRuntime) -> int:
     work = [deliver_work(row["id"], row["attempts"], tag=bucket) for row in deliveries]
     work += [run_work(run_id, tag=bucket) for run_id in runs]
     if work:
-        logger.info("sweep re-enqueued %d deliveries and %d runs", len(deliveries), len(runs))
+        logger.info(
+            "sweep re-enqueued %d deliveries and %d runs", len(deliveries), len(runs)
+        )
         await runtime.queue.enqueue_work(work)
     return len(work)
 

@@ -12,7 +12,9 @@ import pytest
 
 from tests.support import REPO, Gateway, start_gateway
 
-LOCAL_POSTGRES = os.environ.get("MFO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+LOCAL_POSTGRES = os.environ.get(
+    "MFO_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432"
+)
 LOCAL_REDIS = os.environ.get("MFO_TEST_REDIS", "redis://127.0.0.1:6379")
 BACKENDS = ("embedded", "postgres", "redis")
 SECRETS = {
@@ -79,7 +81,8 @@ def backend_env(backend: str) -> tuple[dict[str, str], str | None]:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def gateway(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
     shipped_config: Path,
 ) -> Iterator[Gateway]:
     """A `mfo serve` on the shipped config, once per backend."""

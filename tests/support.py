@@ -63,12 +63,14 @@ class Subscriber:
         lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with lock:
-                    status = subscriber.responses.pop(0) if subscriber.responses else 200
+                    status = (
+                        subscriber.responses.pop(0) if subscriber.responses else 200
+                    )
                     delay = subscriber.delays.pop(0) if subscriber.delays else 0.0
                     subscriber.received.append(subscriber._check(headers, body))
                 time.sleep(delay)
@@ -119,7 +121,9 @@ class Subscriber:
         )
 
     def types(self) -> list[str]:
-        return [r.payload.get("type") for r in self.received if isinstance(r.payload, dict)]
+        return [
+            r.payload.get("type") for r in self.received if isinstance(r.payload, dict)
+        ]
 
 
 @dataclass
@@ -139,11 +143,16 @@ class Gateway:
         )
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        return httpx.post(self.base_url + path, content=body, headers=headers, timeout=30)
+        return httpx.post(
+            self.base_url + path, content=body, headers=headers, timeout=30
+        )
 
-    def subscribe(self, subscriber: Subscriber, events: list[str], **extra: Any) -> dict[str, Any]:
+    def subscribe(
+        self, subscriber: Subscriber, events: list[str], **extra: Any
+    ) -> dict[str, Any]:
         response = self.api(
-            "POST", "/api/notifications/subscribe",
+            "POST",
+            "/api/notifications/subscribe",
             json={"url": subscriber.url, "events": events, **extra},
         )
         assert response.status_code == 201, response.text
@@ -185,16 +194,27 @@ def start_gateway(
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"serve-{port}.log"
     command = [
-        sys.executable, "-m", "cli.main", "serve",
-        "--config-dir", str(config_dir), "--port", str(port), *args,
+        sys.executable,
+        "-m",
+        "cli.main",
+        "serve",
+        "--config-dir",
+        str(config_dir),
+        "--port",
+        str(port),
+        *args,
     ]
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=full_env, stdout=log, stderr=log, cwd=REPO)
+        process = subprocess.Popen(
+            command, env=full_env, stdout=log, stderr=log, cwd=REPO
+        )
     gateway = Gateway(f"http://127.0.0.1:{port}", token, process, log_path, full_env)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"mfo serve exited with {process.returncode}:\n{gateway.log()}")
+            raise AssertionError(
+                f"mfo serve exited with {process.returncode}:\n{gateway.log()}"
+            )
         try:
             if httpx.get(gateway.base_url + "/readyz", timeout=2).status_code == 200:
                 return gateway

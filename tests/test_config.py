@@ -27,7 +27,9 @@ providers:
 """
 
 
-def write_config(tmp_path: Path, providers: str, subscriptions: str | None = None) -> Path:
+def write_config(
+    tmp_path: Path, providers: str, subscriptions: str | None = None
+) -> Path:
     config_dir = tmp_path / "config"
     config_dir.mkdir(exist_ok=True)
     (config_dir / "providers.yaml").write_text(textwrap.dedent(providers))
@@ -43,7 +45,10 @@ def errors(config_dir: Path, env: dict[str, str] | None = None) -> list[str]:
 
 def test_shipped_config_is_valid() -> None:
     config = load_config(REPO / "config", env={})
-    assert {r.qualified_name for r in config.routes} == {"unipile/notify", "github/events"}
+    assert {r.qualified_name for r in config.routes} == {
+        "unipile/notify",
+        "github/events",
+    }
     assert [p.name for p in config.pipelines] == ["draft_reply"]
     assert config.pipelines[0].on == ("unipile.email.received",)
 
@@ -80,7 +85,9 @@ def test_env_variable_keeps_type(tmp_path: Path) -> None:
 
 
 def test_unknown_key_suggests_nearest(tmp_path: Path) -> None:
-    config_dir = write_config(tmp_path, ROUTE.replace("        events:", "        evnts: []\n        events:"))
+    config_dir = write_config(
+        tmp_path, ROUTE.replace("        events:", "        evnts: []\n        events:")
+    )
     found = errors(config_dir)
     assert found == [
         f"{_rel(config_dir)}/providers.yaml:7:9: unknown key 'evnts' in route acme/hook;"
@@ -90,7 +97,9 @@ def test_unknown_key_suggests_nearest(tmp_path: Path) -> None:
 
 
 def test_missing_required_key(tmp_path: Path) -> None:
-    config_dir = write_config(tmp_path, ROUTE.replace("        path: /webhooks/acme\n", ""))
+    config_dir = write_config(
+        tmp_path, ROUTE.replace("        path: /webhooks/acme\n", "")
+    )
     found = errors(config_dir)
     assert len(found) == 1
     assert "route acme/hook is missing the required key 'path'" in found[0]
@@ -105,15 +114,22 @@ def test_yaml_syntax_error_located(tmp_path: Path) -> None:
 
 
 def test_wrong_type_reported(tmp_path: Path) -> None:
-    config_dir = write_config(tmp_path, ROUTE.replace("path: /webhooks/acme", "path: [1, 2]"))
+    config_dir = write_config(
+        tmp_path, ROUTE.replace("path: /webhooks/acme", "path: [1, 2]")
+    )
     found = errors(config_dir)
     assert len(found) == 1
-    assert ":5:15: route acme/hook.path must be a non-empty string, not a list" in found[0]
+    assert (
+        ":5:15: route acme/hook.path must be a non-empty string, not a list" in found[0]
+    )
 
 
 def test_missing_schema_file(tmp_path: Path) -> None:
     config_dir = write_config(
-        tmp_path, ROUTE.replace("        events:", "        schema: schemas/nope.json\n        events:")
+        tmp_path,
+        ROUTE.replace(
+            "        events:", "        schema: schemas/nope.json\n        events:"
+        ),
     )
     found = errors(config_dir)
     assert len(found) == 1
@@ -122,7 +138,9 @@ def test_missing_schema_file(tmp_path: Path) -> None:
 
 
 def test_bad_template_located(tmp_path: Path) -> None:
-    config_dir = write_config(tmp_path, ROUTE.replace("acme.{{ payload.kind }}", "acme.{{ payload.kind"))
+    config_dir = write_config(
+        tmp_path, ROUTE.replace("acme.{{ payload.kind }}", "acme.{{ payload.kind")
+    )
     found = errors(config_dir)
     assert len(found) == 1
     assert ":8:19: route acme/hook.events[0].type: invalid template" in found[0]
@@ -130,7 +148,10 @@ def test_bad_template_located(tmp_path: Path) -> None:
 
 def test_bad_expression_located(tmp_path: Path) -> None:
     config_dir = write_config(
-        tmp_path, ROUTE.replace("          - type:", "          - when: payload.kind ==\n            type:")
+        tmp_path,
+        ROUTE.replace(
+            "          - type:", "          - when: payload.kind ==\n            type:"
+        ),
     )
     found = errors(config_dir)
     assert len(found) == 1
@@ -142,13 +163,17 @@ def test_two_routes_on_one_path(tmp_path: Path) -> None:
     config_dir = write_config(tmp_path, ROUTE + second)
     found = errors(config_dir)
     assert len(found) == 1
-    assert "route acme/other uses POST /webhooks/acme, already used by route acme/hook" in found[0]
+    assert (
+        "route acme/other uses POST /webhooks/acme, already used by route acme/hook"
+        in found[0]
+    )
 
 
 def test_pipeline_on_key_is_a_string(tmp_path: Path) -> None:
     config_dir = write_config(
         tmp_path,
-        ROUTE + "pipelines:\n  p:\n    on: acme.*\n    steps:\n      - transform: {a: 1}\n",
+        ROUTE
+        + "pipelines:\n  p:\n    on: acme.*\n    steps:\n      - transform: {a: 1}\n",
     )
     config = load_config(config_dir, env={})
     assert config.pipelines[0].on == ("acme.*",)
@@ -163,7 +188,10 @@ def test_invalid_duration_in_subscription(tmp_path: Path) -> None:
     )
     found = errors(config_dir)
     assert len(found) == 1
-    assert "subscriptions.yaml:5:28: subscription 'crm'.retry.schedule: invalid duration 'soon'" in found[0]
+    assert (
+        "subscriptions.yaml:5:28: subscription 'crm'.retry.schedule: invalid duration 'soon'"
+        in found[0]
+    )
 
 
 def test_subscription_url_must_be_http(tmp_path: Path) -> None:
@@ -185,7 +213,10 @@ def test_unmatched_pattern_is_warning(tmp_path: Path) -> None:
     config, problems = check_config(config_dir, {})
     assert config is not None
     assert [p.severity for p in problems] == ["warning"]
-    assert "listens for 'billing.*', which no route or pipeline emits" in problems[0].message
+    assert (
+        "listens for 'billing.*', which no route or pipeline emits"
+        in problems[0].message
+    )
 
 
 def test_load_config_raises_with_every_problem(tmp_path: Path) -> None:
@@ -198,7 +229,9 @@ def test_load_config_raises_with_every_problem(tmp_path: Path) -> None:
 
 
 def test_verify_section_required(tmp_path: Path) -> None:
-    text = ROUTE.replace("        verify: {type: header_secret, header: X-Token, secret: s3cret}\n", "")
+    text = ROUTE.replace(
+        "        verify: {type: header_secret, header: X-Token, secret: s3cret}\n", ""
+    )
     found = errors(write_config(tmp_path, text))
     assert any("missing the required key 'verify'" in f for f in found)
 
@@ -206,7 +239,10 @@ def test_verify_section_required(tmp_path: Path) -> None:
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
     )
 
 
@@ -217,7 +253,9 @@ def test_validate_config_cli_valid() -> None:
 
 
 def test_validate_config_cli_invalid(tmp_path: Path) -> None:
-    config_dir = write_config(tmp_path, ROUTE.replace("header: X-Token", "heder: X-Token"))
+    config_dir = write_config(
+        tmp_path, ROUTE.replace("header: X-Token", "heder: X-Token")
+    )
     result = run_cli("validate-config", "--config-dir", str(config_dir))
     assert result.returncode == 1
     lines = result.stdout.strip().splitlines()
@@ -226,8 +264,12 @@ def test_validate_config_cli_invalid(tmp_path: Path) -> None:
 
 
 def test_validate_config_cli_json(tmp_path: Path) -> None:
-    config_dir = write_config(tmp_path, ROUTE.replace("header: X-Token", "heder: X-Token"))
-    result = run_cli("validate-config", "--config-dir", str(config_dir), "--format", "json")
+    config_dir = write_config(
+        tmp_path, ROUTE.replace("header: X-Token", "heder: X-Token")
+    )
+    result = run_cli(
+        "validate-config", "--config-dir", str(config_dir), "--format", "json"
+    )
     report = json.loads(result.stdout)
     assert result.returncode == 1
     assert report["valid"] is False

@@ -79,7 +79,9 @@ def test_corpus_examples_accepted(corpus_gateway: Gateway) -> None:
             body = path.read_bytes()
             schema = schema_for(schemas, event, json.loads(body))
             url = f"/github/{event}/{schema.name.removesuffix('.schema.json')}"
-            response = client.post(url, content=body, headers=github_headers(event, body, SECRET))
+            response = client.post(
+                url, content=body, headers=github_headers(event, body, SECRET)
+            )
             if response.status_code != 202:
                 rejected[str(path)] = (response.status_code, response.text[:300])
     assert rejected == {}
@@ -88,8 +90,14 @@ def test_corpus_examples_accepted(corpus_gateway: Gateway) -> None:
 def test_corpus_mismatch_rejected_with_pointer(corpus_gateway: Gateway) -> None:
     """A push payload without `ref` gets 400 naming the missing property."""
     body_value = json.loads(
-        (CORPUS / "github" / "payload-examples" / "api.github.com" / "push" / "payload.json")
-        .read_text()
+        (
+            CORPUS
+            / "github"
+            / "payload-examples"
+            / "api.github.com"
+            / "push"
+            / "payload.json"
+        ).read_text()
     )
     del body_value["ref"]
     body = json.dumps(body_value).encode()

@@ -64,7 +64,9 @@ def expected_github_type(event: str, payload: Any) -> str:
     return f"github.{event}.{action}" if isinstance(action, str) else f"github.{event}"
 
 
-def wait_for_run(gateway: Gateway, event_id: str, timeout: float = 20) -> dict[str, Any]:
+def wait_for_run(
+    gateway: Gateway, event_id: str, timeout: float = 20
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runs = gateway.api("GET", f"/api/events/{event_id}").json()["runs"]
@@ -74,7 +76,9 @@ def wait_for_run(gateway: Gateway, event_id: str, timeout: float = 20) -> dict[s
     raise AssertionError(f"no finished pipeline run for event {event_id}")
 
 
-def test_unipile_corpus_reaches_subscriber(gateway: Gateway, subscriber: Subscriber) -> None:
+def test_unipile_corpus_reaches_subscriber(
+    gateway: Gateway, subscriber: Subscriber
+) -> None:
     """Each Unipile payload is delivered, and received mail also yields email.processed."""
     subscription = gateway.subscribe(subscriber, ["unipile.email.*", "email.processed"])
     sent: dict[str, dict[str, Any]] = {}
@@ -129,7 +133,9 @@ def test_pipeline_run_is_visible(gateway: Gateway, subscriber: Subscriber) -> No
     assert run["steps"][1]["output"]["type"] == "email.processed"
 
 
-def test_github_corpus_delivered_with_types(gateway: Gateway, subscriber: Subscriber) -> None:
+def test_github_corpus_delivered_with_types(
+    gateway: Gateway, subscriber: Subscriber
+) -> None:
     """All GitHub examples, signed as GitHub signs them, arrive with their event types."""
     subscription = gateway.subscribe(subscriber, ["github.*"])
     examples = github_examples()
@@ -142,14 +148,20 @@ def test_github_corpus_delivered_with_types(gateway: Gateway, subscriber: Subscr
             response = client.post(GITHUB_PATH, content=body, headers=headers)
             assert response.status_code == 202, f"{path}: {response.text}"
             payload = json.loads(body)
-            expected[(expected_github_type(event, payload), json.dumps(payload, sort_keys=True))] += 1
+            expected[
+                (
+                    expected_github_type(event, payload),
+                    json.dumps(payload, sort_keys=True),
+                )
+            ] += 1
 
     deliveries = subscriber.wait_for(len(examples), timeout=120)
     gateway.unsubscribe(subscription)
 
     assert all(d.signature_valid for d in deliveries)
     got = Counter(
-        (d.payload["type"], json.dumps(d.payload["data"], sort_keys=True)) for d in deliveries
+        (d.payload["type"], json.dumps(d.payload["data"], sort_keys=True))
+        for d in deliveries
     )
     assert got == expected
 
@@ -174,7 +186,9 @@ def test_duplicate_is_answered_once(gateway: Gateway, subscriber: Subscriber) ->
     assert len(subscriber.received) == 1
 
 
-def test_rejected_requests_cause_nothing(gateway: Gateway, subscriber: Subscriber) -> None:
+def test_rejected_requests_cause_nothing(
+    gateway: Gateway, subscriber: Subscriber
+) -> None:
     """A wrong secret, an invalid payload and hostile bodies get 4xx and no delivery."""
     subscription = gateway.subscribe(subscriber, ["*"])
     payload = json.loads((CORPUS / "unipile" / "mail_sent.json").read_bytes())
@@ -182,13 +196,19 @@ def test_rejected_requests_cause_nothing(gateway: Gateway, subscriber: Subscribe
     body = json.dumps(payload).encode()
     invalid = json.dumps({**payload, "email_id": 42, "event": None}).encode()
 
-    wrong_secret = gateway.post(UNIPILE_PATH, body, {**UNIPILE_HEADERS, "unipile-auth": "nope"})
+    wrong_secret = gateway.post(
+        UNIPILE_PATH, body, {**UNIPILE_HEADERS, "unipile-auth": "nope"}
+    )
     no_secret = gateway.post(UNIPILE_PATH, body, {"content-type": "application/json"})
     bad_schema = gateway.post(UNIPILE_PATH, invalid, UNIPILE_HEADERS)
     not_json = gateway.post(UNIPILE_PATH, b"{not json", UNIPILE_HEADERS)
     nan = gateway.post(UNIPILE_PATH, b'{"email_id": NaN}', UNIPILE_HEADERS)
-    bad_type = gateway.post(UNIPILE_PATH, body, {**UNIPILE_HEADERS, "content-type": "image/png"})
-    too_big = gateway.post(UNIPILE_PATH, b"[" + b"1," * 600_000 + b"1]", UNIPILE_HEADERS)
+    bad_type = gateway.post(
+        UNIPILE_PATH, body, {**UNIPILE_HEADERS, "content-type": "image/png"}
+    )
+    too_big = gateway.post(
+        UNIPILE_PATH, b"[" + b"1," * 600_000 + b"1]", UNIPILE_HEADERS
+    )
     github_forged = gateway.post(
         GITHUB_PATH, body, github_headers("push", body, "not-the-secret")
     )

@@ -32,24 +32,37 @@ def test_worker_process_delivers_yaml_subscription(tmp_path: Path) -> None:
         "    events: [unipile.email.received, email.processed]\n"
         "    retry: {schedule: [200ms, 200ms], jitter: 0}\n",
     )
-    gateway = start_gateway(config_dir, tmp_path / "data", SECRETS, args=("--no-worker",))
+    gateway = start_gateway(
+        config_dir, tmp_path / "data", SECRETS, args=("--no-worker",)
+    )
     worker = None
     try:
         stored = gateway.api("GET", "/api/notifications/subscriptions/inbox").json()
         assert stored["source"] == "config"
         subscriber.secret = stored["secret"]
         body = (CORPUS / "unipile" / "mail_received.json").read_bytes()
-        headers = {"content-type": "application/json",
-                   "unipile-auth": SECRETS["UNIPILE_WEBHOOK_SECRET"]}
+        headers = {
+            "content-type": "application/json",
+            "unipile-auth": SECRETS["UNIPILE_WEBHOOK_SECRET"],
+        }
         response = gateway.post("/webhooks/unipile/notify", body, headers)
         assert response.status_code == 202
         time.sleep(1.5)
         assert subscriber.received == []
 
         worker = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "worker", "--config-dir", str(config_dir)],
-            env=gateway.env, cwd=REPO,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "cli.main",
+                "worker",
+                "--config-dir",
+                str(config_dir),
+            ],
+            env=gateway.env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         received = subscriber.wait_for(2, timeout=60)
     finally:
@@ -61,16 +74,29 @@ def test_worker_process_delivers_yaml_subscription(tmp_path: Path) -> None:
 
     assert sorted(subscriber.types()) == ["email.processed", "unipile.email.received"]
     assert all(r.signature_valid for r in received)
-    assert received[0].payload["data"] == json.loads(body) or received[1].payload["data"] == json.loads(body)
+    assert received[0].payload["data"] == json.loads(body) or received[1].payload[
+        "data"
+    ] == json.loads(body)
 
 
 def test_serve_refuses_broken_config(tmp_path: Path) -> None:
     """A broken config stops `mfo serve` with located problems and exit 1."""
     config_dir = copy_shipped_config(tmp_path, "subscriptions:\n  x:\n    url: nope\n")
     result = subprocess.run(
-        [sys.executable, "-m", "cli.main", "serve", "--config-dir", str(config_dir),
-         "--port", "1"],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "serve",
+            "--config-dir",
+            str(config_dir),
+            "--port",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
         env={"PATH": "/usr/bin:/bin", "MFO_DATA_DIR": str(tmp_path / "data")},
     )
     assert result.returncode == 1
@@ -84,9 +110,22 @@ def test_send_reports_failures(tmp_path: Path, target: str) -> None:
     payload = tmp_path / "p.json"
     payload.write_text("{}")
     result = subprocess.run(
-        [sys.executable, "-m", "cli.main", "send", target, str(payload),
-         "--config-dir", str(REPO / "config"), "--url", "http://127.0.0.1:9"],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "send",
+            target,
+            str(payload),
+            "--config-dir",
+            str(REPO / "config"),
+            "--url",
+            "http://127.0.0.1:9",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
     )
     assert result.returncode == 1
     assert result.stderr.startswith("error: ")

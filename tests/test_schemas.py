@@ -505,7 +505,9 @@ def test_github_uri_format_asserted(
 
     errors = github_registry.load(schema_path).errors(payload)
 
-    assert [error["pointer"] for error in errors] == ["/deployment_status/environment_url"]
+    assert [error["pointer"] for error in errors] == [
+        "/deployment_status/environment_url"
+    ]
 
 
 def test_github_date_time_format_lenient(

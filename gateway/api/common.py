@@ -16,7 +16,9 @@ class ApiError(HTTPException):
     """A 4xx answer whose body says what was wrong with the request."""
 
     def __init__(self, status_code: int, message: str, errors: list[Any] | None = None):
-        super().__init__(detail=message, status_code=status_code, extra={"errors": errors or []})
+        super().__init__(
+            detail=message, status_code=status_code, extra={"errors": errors or []}
+        )
 
 
 def runtime(state: State) -> Any:
@@ -41,7 +43,8 @@ def parse_time(value: str | None, name: str) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise ApiError(
-            400, f"invalid {name} {value!r}; use a duration such as 2h or an ISO 8601 time"
+            400,
+            f"invalid {name} {value!r}; use a duration such as 2h or an ISO 8601 time",
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 

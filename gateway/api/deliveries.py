@@ -23,7 +23,9 @@ def _filters(
     until: str | None,
 ) -> dict[str, Any]:
     if status is not None and status not in _STATUSES:
-        raise ApiError(400, f"invalid status {status!r}; use one of {', '.join(_STATUSES)}")
+        raise ApiError(
+            400, f"invalid status {status!r}; use one of {', '.join(_STATUSES)}"
+        )
     return {
         "status": status,
         "subscription": subscription,
@@ -37,7 +39,9 @@ async def retry_deliveries(mfo: Any, ids: list[str]) -> list[str]:
     """Put deliveries back to pending and enqueue one attempt each."""
     async with mfo.db.connection() as conn:
         changed = await queries.requeue_deliveries(conn, ids)
-        rows = [await queries.get_delivery(conn, delivery_id) for delivery_id in changed]
+        rows = [
+            await queries.get_delivery(conn, delivery_id) for delivery_id in changed
+        ]
     tag = f":retry{len(rows)}"
     work = [deliver_work(row["id"], row["attempts"], tag=tag) for row in rows if row]
     await mfo.queue.enqueue_work(work)
@@ -46,7 +50,7 @@ async def retry_deliveries(mfo: Any, ids: list[str]) -> list[str]:
 
 class DeliveryController(Controller):
     path = "/api/deliveries"
-    tags = ["deliveries"]
+    tags = ("deliveries",)
 
     @get("/")
     async def list_deliveries(
@@ -94,13 +98,24 @@ class DeliveryController(Controller):
     async def retry_many(self, state: State, data: dict[str, Any]) -> dict[str, Any]:
         """Retry deliveries by `ids` or by filter; `dry_run` only counts them."""
         mfo = runtime(state)
-        allowed = {"ids", "status", "subscription", "event_type", "since", "until", "dry_run"}
+        allowed = {
+            "ids",
+            "status",
+            "subscription",
+            "event_type",
+            "since",
+            "until",
+            "dry_run",
+        }
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ApiError(400, f"unknown fields {', '.join(unknown)}")
         filters = _filters(
-            data.get("status"), data.get("subscription"), data.get("event_type"),
-            data.get("since"), data.get("until"),
+            data.get("status"),
+            data.get("subscription"),
+            data.get("event_type"),
+            data.get("since"),
+            data.get("until"),
         )
         ids = data.get("ids")
         if ids is not None:
@@ -108,12 +123,16 @@ class DeliveryController(Controller):
                 raise ApiError(400, "ids must be a list of delivery ids")
             filters["ids"] = ids
         elif not any(filters.values()):
-            raise ApiError(400, "give ids or at least one filter; retrying everything"
-                                " is not allowed")
+            raise ApiError(
+                400,
+                "give ids or at least one filter; retrying everything is not allowed",
+            )
         matched, retried, after = 0, 0, None
         while True:
             async with mfo.db.connection() as conn:
-                rows = await queries.list_deliveries(conn, {**filters, "after": after}, _BATCH)
+                rows = await queries.list_deliveries(
+                    conn, {**filters, "after": after}, _BATCH
+                )
             if not rows:
                 break
             after = rows[-1]["id"]
@@ -121,4 +140,8 @@ class DeliveryController(Controller):
             matched += len(candidates)
             if not data.get("dry_run"):
                 retried += len(await retry_deliveries(mfo, candidates))
-        return {"matched": matched, "retried": retried, "dry_run": bool(data.get("dry_run"))}
+        return {
+            "matched": matched,
+            "retried": retried,
+            "dry_run": bool(data.get("dry_run")),
+        }

@@ -13,7 +13,7 @@ from gateway.store import queries
 
 class EventController(Controller):
     path = "/api/events"
-    tags = ["events"]
+    tags = ("events",)
 
     @get("/{event_id:str}")
     async def get_event(self, state: State, event_id: str) -> dict[str, Any]:
@@ -32,7 +32,7 @@ class EventController(Controller):
 
 class JobController(Controller):
     path = "/api/jobs"
-    tags = ["jobs"]
+    tags = ("jobs",)
 
     @get("/{run_id:str}")
     async def get_run(self, state: State, run_id: str) -> dict[str, Any]:

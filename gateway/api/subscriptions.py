@@ -10,13 +10,26 @@ from litestar.datastructures import State
 
 from gateway.api.common import ApiError, jsonable, runtime
 from gateway.config.checks import parse_duration
-from gateway.config.templates import TemplateCompileError, compile_expression, compile_tree
+from gateway.config.templates import (
+    TemplateCompileError,
+    compile_expression,
+    compile_tree,
+)
 from gateway.delivery.signing import generate_secret, secret_key
 from gateway.ids import new_id
 from gateway.store import queries
 
-_FIELDS = {"url", "events", "secret", "filter", "template", "retry", "description",
-           "headers", "timeout"}
+_FIELDS = {
+    "url",
+    "events",
+    "secret",
+    "filter",
+    "template",
+    "retry",
+    "description",
+    "headers",
+    "timeout",
+}
 
 
 def _check_url(data: dict[str, Any], errors: list[dict[str, str]]) -> None:
@@ -35,7 +48,9 @@ def _check_events(data: dict[str, Any], errors: list[dict[str, str]]) -> None:
         and events
         and all(isinstance(item, str) and item for item in events)
     ):
-        errors.append({"field": "events", "message": "must be a non-empty list of patterns"})
+        errors.append(
+            {"field": "events", "message": "must be a non-empty list of patterns"}
+        )
 
 
 def _check_secret(data: dict[str, Any], errors: list[dict[str, str]]) -> None:
@@ -52,12 +67,16 @@ def _check_secret(data: dict[str, Any], errors: list[dict[str, str]]) -> None:
 def _check_templates(data: dict[str, Any], errors: list[dict[str, str]]) -> None:
     if data.get("filter") is not None:
         if not isinstance(data["filter"], str):
-            errors.append({"field": "filter", "message": "must be an expression string"})
+            errors.append(
+                {"field": "filter", "message": "must be an expression string"}
+            )
         else:
             try:
                 compile_expression(data["filter"])
             except TemplateCompileError as exc:
-                errors.append({"field": "filter", "message": f"invalid expression: {exc}"})
+                errors.append(
+                    {"field": "filter", "message": f"invalid expression: {exc}"}
+                )
     if data.get("template") is not None:
         try:
             compile_tree(data["template"])
@@ -72,7 +91,9 @@ def _check_retry(
     if retry is None:
         return defaults["retry"]
     if not isinstance(retry, dict) or set(retry) - {"schedule", "jitter"}:
-        errors.append({"field": "retry", "message": "must be {schedule: [...], jitter: 0.2}"})
+        errors.append(
+            {"field": "retry", "message": "must be {schedule: [...], jitter: 0.2}"}
+        )
         return defaults["retry"]
     try:
         schedule = [parse_duration(item) for item in retry.get("schedule", [])]
@@ -80,8 +101,14 @@ def _check_retry(
         errors.append({"field": "retry.schedule", "message": str(exc)})
         schedule = []
     jitter = retry.get("jitter", defaults["retry"]["jitter"])
-    if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not 0 <= jitter <= 1:
-        errors.append({"field": "retry.jitter", "message": "must be a number from 0 to 1"})
+    if (
+        isinstance(jitter, bool)
+        or not isinstance(jitter, int | float)
+        or not 0 <= jitter <= 1
+    ):
+        errors.append(
+            {"field": "retry.jitter", "message": "must be a number from 0 to 1"}
+        )
         jitter = 0.0
     if "schedule" not in retry:
         schedule = defaults["retry"]["schedule"]
@@ -103,8 +130,12 @@ def parse_subscription(data: Any, defaults: dict[str, Any]) -> dict[str, Any]:
     _check_templates(data, errors)
     retry = _check_retry(data, defaults, errors)
     headers = data.get("headers") or {}
-    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-        errors.append({"field": "headers", "message": "must map header names to strings"})
+    if not isinstance(headers, dict) or not all(
+        isinstance(v, str) for v in headers.values()
+    ):
+        errors.append(
+            {"field": "headers", "message": "must map header names to strings"}
+        )
     timeout = defaults["timeout"]
     if data.get("timeout") is not None:
         try:
@@ -134,7 +165,7 @@ def parse_subscription(data: Any, defaults: dict[str, Any]) -> dict[str, Any]:
 
 class SubscriptionController(Controller):
     path = "/api/notifications"
-    tags = ["subscriptions"]
+    tags = ("subscriptions",)
 
     @post("/subscribe", status_code=201)
     async def subscribe(self, state: State, data: Any) -> dict[str, Any]:

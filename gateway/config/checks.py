@@ -22,7 +22,9 @@ from gateway.exceptions import ConfigProblem
 
 _DURATION = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SIZE = re.compile(r"^\s*(?P<number>\d+)\s*(?P<unit>b|kb|kib|mb|mib)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(
+    r"^\s*(?P<number>\d+)\s*(?P<unit>b|kb|kib|mb|mib)?\s*$", re.IGNORECASE
+)
 _UNIT_BYTES = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, None: 1}
 
 
@@ -86,7 +88,11 @@ class Checker:
         return None
 
     def keys(
-        self, node: YMap, what: str, allowed: Iterable[str], required: Iterable[str] = ()
+        self,
+        node: YMap,
+        what: str,
+        allowed: Iterable[str],
+        required: Iterable[str] = (),
     ) -> None:
         allowed = list(allowed)
         for key in node:
@@ -102,7 +108,9 @@ class Checker:
             if key not in node:
                 self.error(node.location, f"{what} is missing the required key {key!r}")
 
-    def string(self, node: YMap, key: str, what: str, default: str | None = None) -> str | None:
+    def string(
+        self, node: YMap, key: str, what: str, default: str | None = None
+    ) -> str | None:
         if key not in node:
             return default
         value = node[key]
@@ -147,7 +155,9 @@ class Checker:
             if isinstance(item, str) and item:
                 result.append(item)
             else:
-                self.error(value.item_at(index), f"{what}.{key}[{index}] must be a string")
+                self.error(
+                    value.item_at(index), f"{what}.{key}[{index}] must be a string"
+                )
         return tuple(result)
 
     def number(

@@ -41,12 +41,12 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 from urllib.request import url2pathname
 
 from jsonschema import (
-    FormatChecker,
     Draft4Validator,
     Draft6Validator,
     Draft7Validator,
     Draft201909Validator,
     Draft202012Validator,
+    FormatChecker,
 )
 from jsonschema.exceptions import SchemaError, ValidationError
 from jsonschema.protocols import Validator
@@ -546,7 +546,9 @@ _LENIENT_FORMATS = frozenset({"date-time", "date", "time", "duration"})
 
 
 def _format_checker(validator_class: type[Validator]) -> FormatChecker:
-    checked = [f for f in validator_class.FORMAT_CHECKER.checkers if f not in _LENIENT_FORMATS]
+    checked = [
+        f for f in validator_class.FORMAT_CHECKER.checkers if f not in _LENIENT_FORMATS
+    ]
     return FormatChecker(formats=checked)
 
 

@@ -30,7 +30,9 @@ class _ConfigLoader(yaml.SafeLoader):
 
 
 _ConfigLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [
+        (tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"
+    ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _ConfigLoader.add_implicit_resolver(
@@ -39,7 +41,9 @@ _ConfigLoader.add_implicit_resolver(
     list("tTfF"),
 )
 
-_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+_VARIABLE = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
+)
 _ESCAPED = "$${"
 # `${...}` is hidden behind same-width placeholders while YAML parses, because
 # `{` inside a flow mapping such as `{secret: ${X}}` would end the mapping.
@@ -141,7 +145,9 @@ class _Interpolator:
         return "${".join(_VARIABLE.sub(replace, part) for part in parts)
 
 
-def load_yaml_file(path: Path, display: str, env: Mapping[str, str] | None = None) -> LoadedFile:
+def load_yaml_file(
+    path: Path, display: str, env: Mapping[str, str] | None = None
+) -> LoadedFile:
     """Load one YAML file, collecting syntax and interpolation problems."""
     environment = os.environ if env is None else env
     loaded = LoadedFile(display, None)
@@ -213,12 +219,16 @@ class _Builder:
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 self.problems.append(
-                    self.locate(key_node).problem("YAML merge keys (<<) are not supported")
+                    self.locate(key_node).problem(
+                        "YAML merge keys (<<) are not supported"
+                    )
                 )
                 continue
             key = self._build_scalar(key_node)
             if not isinstance(key, str | int | float | bool) or key is None:
-                self.problems.append(self.locate(key_node).problem("keys must be strings"))
+                self.problems.append(
+                    self.locate(key_node).problem("keys must be strings")
+                )
                 continue
             key = str(key)
             if key in result:
@@ -241,9 +251,13 @@ class _Builder:
         value = self.interpolator.substitute(node.value, location)
         if value != node.value and node.style is None:
             tag = self.loader.resolve(yaml.ScalarNode, value, (True, False))
-            node = yaml.ScalarNode(tag, value, node.start_mark, node.end_mark, node.style)
+            node = yaml.ScalarNode(
+                tag, value, node.start_mark, node.end_mark, node.style
+            )
         elif value != node.value:
-            node = yaml.ScalarNode(node.tag, value, node.start_mark, node.end_mark, node.style)
+            node = yaml.ScalarNode(
+                node.tag, value, node.start_mark, node.end_mark, node.style
+            )
         try:
             return self.loader.construct_object(node, deep=True)
         except yaml.YAMLError as exc:

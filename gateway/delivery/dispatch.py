@@ -28,7 +28,9 @@ class DeliveryRuntime:
     allow_private: bool
 
 
-def next_delay(retry: dict[str, Any], attempts_made: int, retry_after: float | None) -> float | None:
+def next_delay(
+    retry: dict[str, Any], attempts_made: int, retry_after: float | None
+) -> float | None:
     """Return seconds until the next attempt, or None when the schedule is spent."""
     schedule = list(retry.get("schedule", []))
     if attempts_made > len(schedule):
@@ -63,7 +65,10 @@ async def _attempt(
     conn: Connection, runtime: DeliveryRuntime, row: dict[str, Any]
 ) -> tuple[str, list[Work]]:
     body = render_body(
-        row["event_id"], row["event_type"], row["event_created_at"], row["event_data"],
+        row["event_id"],
+        row["event_type"],
+        row["event_created_at"],
+        row["event_data"],
         row["template"],
     )
     outcome = await send_attempt(
@@ -85,7 +90,9 @@ async def _attempt(
         return "succeeded", []
     if outcome.gone:
         reason = f"subscriber answered 410 Gone to delivery {row['id']}"
-        await queries.set_subscription_status(conn, row["subscription_id"], "disabled", reason)
+        await queries.set_subscription_status(
+            conn, row["subscription_id"], "disabled", reason
+        )
         await _finish(conn, row, "failed", outcome, outcome.error, number)
         logger.error("subscription %s disabled: %s", row["subscription_id"], reason)
         return "failed", []
@@ -94,17 +101,28 @@ async def _attempt(
         await _finish(conn, row, "failed", outcome, outcome.error, number)
         logger.error(
             "delivery %s to subscription %s failed after %d attempts: %s",
-            row["id"], row["subscription_id"], number, outcome.error,
+            row["id"],
+            row["subscription_id"],
+            number,
+            outcome.error,
         )
         return "failed", []
     due = datetime.now(UTC) + timedelta(seconds=delay)
     await queries.update_delivery(
-        conn, row["id"], status="pending", attempts=number, next_attempt_at=due,
-        last_status=outcome.status_code, last_error=outcome.error,
+        conn,
+        row["id"],
+        status="pending",
+        attempts=number,
+        next_attempt_at=due,
+        last_status=outcome.status_code,
+        last_error=outcome.error,
     )
     logger.warning(
         "delivery %s attempt %d failed (%s); retry in %.1fs",
-        row["id"], number, outcome.error, delay,
+        row["id"],
+        number,
+        outcome.error,
+        delay,
     )
     return "pending", [deliver_work(row["id"], number, scheduled=due.timestamp())]
 
@@ -118,7 +136,9 @@ async def _finish(
     attempts: int | None = None,
 ) -> None:
     await queries.update_delivery(
-        conn, row["id"], status=status,
+        conn,
+        row["id"],
+        status=status,
         attempts=row["attempts"] if attempts is None else attempts,
         next_attempt_at=None,
         last_status=outcome.status_code if outcome else None,
@@ -126,7 +146,9 @@ async def _finish(
     )
 
 
-def _attempt_row(delivery_id: str, number: int, outcome: AttemptOutcome) -> dict[str, Any]:
+def _attempt_row(
+    delivery_id: str, number: int, outcome: AttemptOutcome
+) -> dict[str, Any]:
     return {
         "delivery_id": delivery_id,
         "number": number,
@@ -142,7 +164,10 @@ def _attempt_row(delivery_id: str, number: int, outcome: AttemptOutcome) -> dict
 def _log_attempt(row: dict[str, Any], number: int, outcome: AttemptOutcome) -> None:
     logger.info(
         "delivery %s attempt %d subscription=%s event=%s status=%s duration_ms=%.1f%s",
-        row["id"], number, row["subscription_id"], row["event_id"],
+        row["id"],
+        number,
+        row["subscription_id"],
+        row["event_id"],
         outcome.status_code if outcome.status_code is not None else "-",
         outcome.duration_ms,
         f" error={outcome.error}" if outcome.error else "",

@@ -64,7 +64,12 @@ def render_body(
         payload: Any = {"type": event_type, "timestamp": timestamp, "data": data}
     else:
         context = {
-            "event": {"id": event_id, "type": event_type, "timestamp": timestamp, "data": data}
+            "event": {
+                "id": event_id,
+                "type": event_type,
+                "timestamp": timestamp,
+                "data": data,
+            }
         }
         compiled = _compiled_template(json.dumps(template, sort_keys=True))
         payload = compiled.render(context)
@@ -114,14 +119,20 @@ async def send_attempt(
     try:
         await check_url(url, allow_private)
         async with client.stream(
-            "POST", url, content=body, headers=headers, timeout=timeout,
+            "POST",
+            url,
+            content=body,
+            headers=headers,
+            timeout=timeout,
             follow_redirects=False,
         ) as response:
             excerpt = await _read_excerpt(response)
     except EgressRejected as exc:
         return _failed(started_at, clock, f"rejected target: {exc}")
     except httpx.TimeoutException as exc:
-        return _failed(started_at, clock, f"timed out after {timeout:g}s ({type(exc).__name__})")
+        return _failed(
+            started_at, clock, f"timed out after {timeout:g}s ({type(exc).__name__})"
+        )
     except httpx.HTTPError as exc:
         return _failed(started_at, clock, f"{type(exc).__name__}: {exc}")
     outcome = AttemptOutcome(
@@ -132,7 +143,9 @@ async def send_attempt(
         response_body=excerpt,
     )
     if response.status_code in (429, 503):
-        outcome.retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
+        outcome.retry_after = parse_retry_after(
+            response.headers.get("retry-after"), time.time()
+        )
     if 300 <= response.status_code < 400:
         location = response.headers.get("location", "")
         outcome.error = f"redirect to {location!r} not followed"

@@ -27,7 +27,9 @@ def secret_key(secret: str) -> bytes:
     try:
         key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
     except ValueError as exc:
-        raise ValueError(f"the part after 'whsec_' is not valid base64: {exc}") from None
+        raise ValueError(
+            f"the part after 'whsec_' is not valid base64: {exc}"
+        ) from None
     if not 16 <= len(key) <= 64:
         raise ValueError("a signing secret must decode to 16 to 64 bytes")
     return key
@@ -44,7 +46,9 @@ def signature_headers(
     secrets: list[str], message_id: str, timestamp: int, body: bytes
 ) -> dict[str, str]:
     """Build the three Standard Webhooks headers, one signature per secret."""
-    signatures = " ".join(sign(secret, message_id, timestamp, body) for secret in secrets)
+    signatures = " ".join(
+        sign(secret, message_id, timestamp, body) for secret in secrets
+    )
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(timestamp),

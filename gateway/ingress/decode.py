@@ -23,7 +23,9 @@ async def read_body(
         except ValueError:
             raise InvalidPayload(f"invalid Content-Length {content_length!r}") from None
         if declared > limit:
-            raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}")
+            raise PayloadTooLarge(
+                f"body of {declared} bytes exceeds the limit of {limit}"
+            )
     received = bytearray()
     async for chunk in chunks:
         received += chunk
@@ -101,11 +103,14 @@ def parse_form(body: bytes, charset: str = "utf-8") -> dict[str, Any]:
     except (UnicodeDecodeError, LookupError) as exc:
         raise InvalidPayload(f"body is not valid {charset} text: {exc}") from None
     try:
-        fields = parse_qs(text, keep_blank_values=True, strict_parsing=False,
-                          max_num_fields=10_000)
+        fields = parse_qs(
+            text, keep_blank_values=True, strict_parsing=False, max_num_fields=10_000
+        )
     except ValueError as exc:
         raise InvalidPayload(f"invalid form body: {exc}") from None
-    return {key: values[0] if len(values) == 1 else values for key, values in fields.items()}
+    return {
+        key: values[0] if len(values) == 1 else values for key, values in fields.items()
+    }
 
 
 def parse_body(body: bytes, content_type: str | None) -> Any:

@@ -53,7 +53,9 @@ def _request_headers(request: Request[Any, Any, Any]) -> dict[str, str]:
     return {name.lower(): value for name, value in request.headers.items()}
 
 
-def _stored_headers(headers: dict[str, str], secret_headers: frozenset[str]) -> dict[str, str]:
+def _stored_headers(
+    headers: dict[str, str], secret_headers: frozenset[str]
+) -> dict[str, str]:
     return {
         name: (_REDACTED if name in secret_headers else value)
         for name, value in headers.items()
@@ -69,7 +71,9 @@ def _map_events(route_config: RouteConfig, context: dict[str, Any]) -> list[NewE
             event_type = rule.type.render(context).strip()
             data = rule.data.render(context) if rule.data else context["payload"]
         except RenderError as exc:
-            raise UnmappablePayload(f"event rule at line {rule.location.line}: {exc}") from None
+            raise UnmappablePayload(
+                f"event rule at line {rule.location.line}: {exc}"
+            ) from None
         if not _EVENT_TYPE.match(event_type):
             raise UnmappablePayload(
                 f"event type rendered as {event_type!r}, which is not a valid event type;"
@@ -87,7 +91,9 @@ def _idempotency_key(route_config: RouteConfig, context: dict[str, Any]) -> str 
     except RenderError as exc:
         raise UnmappablePayload(f"idempotency key: {exc}") from None
     if len(key) > _MAX_IDEMPOTENCY_KEY:
-        raise InvalidPayload(f"idempotency key is longer than {_MAX_IDEMPOTENCY_KEY} characters")
+        raise InvalidPayload(
+            f"idempotency key is longer than {_MAX_IDEMPOTENCY_KEY} characters"
+        )
     return key or None
 
 

@@ -116,7 +116,11 @@ class HmacSignature:
 
     def sign(self, body: bytes) -> dict[str, str]:
         digest = self._expected(body)[0]
-        text = digest.hex() if self.encoding == "hex" else base64.b64encode(digest).decode()
+        text = (
+            digest.hex()
+            if self.encoding == "hex"
+            else base64.b64encode(digest).decode()
+        )
         return {self.header: f"{self.prefix}{text}"}
 
 

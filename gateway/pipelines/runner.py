@@ -32,7 +32,9 @@ async def run_pipeline(runtime: StepRuntime) -> str:
         if run is None:
             return "finished"
         event = await queries.get_event(conn, run["event_id"])
-    pipeline = next((p for p in runtime.config.pipelines if p.name == run["pipeline"]), None)
+    pipeline = next(
+        (p for p in runtime.config.pipelines if p.name == run["pipeline"]), None
+    )
     if pipeline is None or event is None:
         error = f"pipeline {run['pipeline']!r} is no longer configured"
         async with db.connection() as conn:
@@ -56,7 +58,9 @@ async def run_pipeline(runtime: StepRuntime) -> str:
             status, error = "failed", f"step {step.name!r}: {exc}"
             result.update(status="failed", error=str(exc))
         except Exception as exc:  # a python step may raise anything
-            logger.exception("pipeline %s run %s step %s crashed", pipeline.name, run_id, step.name)
+            logger.exception(
+                "pipeline %s run %s step %s crashed", pipeline.name, run_id, step.name
+            )
             status, error = "failed", f"step {step.name!r}: {type(exc).__name__}: {exc}"
             result.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         else:

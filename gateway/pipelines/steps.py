@@ -11,7 +11,13 @@ from typing import Any
 
 import httpx
 
-from gateway.config.model import EmitStep, GatewayConfig, HttpStep, PythonStep, StepConfig
+from gateway.config.model import (
+    EmitStep,
+    GatewayConfig,
+    HttpStep,
+    PythonStep,
+    StepConfig,
+)
 from gateway.config.templates import TreeTemplate
 from gateway.delivery.egress import check_url
 from gateway.events import Work, emit_event
@@ -36,7 +42,9 @@ class StepRuntime:
     work: list[Work]
 
 
-async def run_step(step: StepConfig, context: dict[str, Any], runtime: StepRuntime) -> Any:
+async def run_step(
+    step: StepConfig, context: dict[str, Any], runtime: StepRuntime
+) -> Any:
     """Run one step against the context and return its output."""
     action = step.action
     if isinstance(action, TreeTemplate):
@@ -78,10 +86,16 @@ async def _call_http(
         request["content"] = action.body.render(context).encode()
     try:
         response = await runtime.http.request(
-            action.method, url, timeout=action.timeout, follow_redirects=False, **request
+            action.method,
+            url,
+            timeout=action.timeout,
+            follow_redirects=False,
+            **request,
         )
     except httpx.HTTPError as exc:
-        raise StepFailed(f"{action.method} {url} failed: {type(exc).__name__}: {exc}") from None
+        raise StepFailed(
+            f"{action.method} {url} failed: {type(exc).__name__}: {exc}"
+        ) from None
     text = response.text[:_RESPONSE_TEXT_LIMIT]
     try:
         body = json.loads(text)
@@ -117,6 +131,3 @@ async def _call_python(action: PythonStep, context: dict[str, Any]) -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
-
-
-

@@ -62,7 +62,9 @@ async def insert_event(conn: Connection, row: dict[str, Any]) -> bool:
     return await cursor.fetchone() is not None
 
 
-async def event_by_source_key(conn: Connection, source_key: str) -> dict[str, Any] | None:
+async def event_by_source_key(
+    conn: Connection, source_key: str
+) -> dict[str, Any] | None:
     cursor = await conn.execute(
         "SELECT * FROM mfo_events WHERE source_key = %s", (source_key,)
     )
@@ -81,7 +83,9 @@ async def get_event(conn: Connection, event_id: str) -> dict[str, Any] | None:
 # pipeline runs
 
 
-async def insert_run(conn: Connection, run_id: str, pipeline: str, event_id: str) -> None:
+async def insert_run(
+    conn: Connection, run_id: str, pipeline: str, event_id: str
+) -> None:
     await conn.execute(
         "INSERT INTO mfo_pipeline_runs (id, pipeline, event_id) VALUES (%s, %s, %s)"
         " ON CONFLICT (event_id, pipeline) DO NOTHING",
@@ -90,7 +94,9 @@ async def insert_run(conn: Connection, run_id: str, pipeline: str, event_id: str
 
 
 async def get_run(conn: Connection, run_id: str) -> dict[str, Any] | None:
-    cursor = await conn.execute("SELECT * FROM mfo_pipeline_runs WHERE id = %s", (run_id,))
+    cursor = await conn.execute(
+        "SELECT * FROM mfo_pipeline_runs WHERE id = %s", (run_id,)
+    )
     return await cursor.fetchone()
 
 
@@ -253,7 +259,9 @@ async def insert_delivery(
     return await cursor.fetchone() is not None
 
 
-async def delivery_for_sending(conn: Connection, delivery_id: str) -> dict[str, Any] | None:
+async def delivery_for_sending(
+    conn: Connection, delivery_id: str
+) -> dict[str, Any] | None:
     """Lock a pending delivery with its event and subscription, or return None."""
     cursor = await conn.execute(
         "SELECT d.id, d.status, d.attempts, d.next_attempt_at, d.event_id, d.event_type,"
@@ -294,7 +302,15 @@ async def update_delivery(
         " last_status = %s, last_error = %s, updated_at = now(),"
         " finished_at = CASE WHEN %s IN ('succeeded', 'failed') THEN now() END"
         " WHERE id = %s",
-        (status, attempts, next_attempt_at, last_status, last_error, status, delivery_id),
+        (
+            status,
+            attempts,
+            next_attempt_at,
+            last_status,
+            last_error,
+            status,
+            delivery_id,
+        ),
     )
 
 
@@ -373,7 +389,9 @@ async def requeue_deliveries(conn: Connection, ids: Sequence[str]) -> list[str]:
     return [row["id"] for row in await cursor.fetchall()]
 
 
-async def due_deliveries(conn: Connection, due_before: datetime) -> list[dict[str, Any]]:
+async def due_deliveries(
+    conn: Connection, due_before: datetime
+) -> list[dict[str, Any]]:
     cursor = await conn.execute(
         "SELECT id, attempts FROM mfo_deliveries WHERE status = 'pending'"
         " AND next_attempt_at < %s ORDER BY next_attempt_at LIMIT 5000",

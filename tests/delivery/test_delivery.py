@@ -31,7 +31,9 @@ def send_mail(gateway: Gateway) -> str:
         "content-type": "application/json",
         "unipile-auth": SECRETS["UNIPILE_WEBHOOK_SECRET"],
     }
-    response = gateway.post("/webhooks/unipile/notify", json.dumps(payload).encode(), headers)
+    response = gateway.post(
+        "/webhooks/unipile/notify", json.dumps(payload).encode(), headers
+    )
     assert response.status_code == 202, response.text
     return str(response.json()["event_id"])
 
@@ -42,20 +44,26 @@ def delivery_of(gateway: Gateway, event_id: str) -> dict[str, Any]:
     return gateway.api("GET", f"/api/deliveries/{event['deliveries'][0]['id']}").json()
 
 
-def wait_status(gateway: Gateway, event_id: str, status: str, timeout: float = 20) -> dict[str, Any]:
+def wait_status(
+    gateway: Gateway, event_id: str, status: str, timeout: float = 20
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         delivery = delivery_of(gateway, event_id)
         if delivery["status"] == status:
             return delivery
         time.sleep(0.1)
-    raise AssertionError(f"delivery for {event_id} is {delivery['status']}, not {status}")
+    raise AssertionError(
+        f"delivery for {event_id} is {delivery['status']}, not {status}"
+    )
 
 
 def test_retry_until_success(gateway: Gateway, subscriber: Subscriber) -> None:
     """A receiver failing twice gets three attempts with one webhook-id."""
     subscriber.responses = [500, 503]
-    subscription = gateway.subscribe(subscriber, ["unipile.email.sent"], retry=FAST_RETRY)
+    subscription = gateway.subscribe(
+        subscriber, ["unipile.email.sent"], retry=FAST_RETRY
+    )
     event_id = send_mail(gateway)
 
     received = subscriber.wait_for(3)
@@ -71,16 +79,33 @@ def test_retry_until_success(gateway: Gateway, subscriber: Subscriber) -> None:
 def test_dead_letter_then_cli_retry(gateway: Gateway, subscriber: Subscriber) -> None:
     """A spent schedule fails the delivery; `mfo deliveries retry` sends it again."""
     subscriber.responses = [500, 500, 500]
-    subscription = gateway.subscribe(subscriber, ["unipile.email.sent"], retry=FAST_RETRY)
+    subscription = gateway.subscribe(
+        subscriber, ["unipile.email.sent"], retry=FAST_RETRY
+    )
     event_id = send_mail(gateway)
     failed = wait_status(gateway, event_id, "failed")
     assert failed["attempts"] == 3
     assert failed["last_error"] == "HTTP 500"
 
     result = subprocess.run(
-        [sys.executable, "-m", "cli.main", "deliveries", "retry", "--status", "failed",
-         "--subscription", subscription["id"], "--url", gateway.base_url],
-        capture_output=True, text=True, cwd=REPO, env=gateway.env, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "deliveries",
+            "retry",
+            "--status",
+            "failed",
+            "--subscription",
+            subscription["id"],
+            "--url",
+            gateway.base_url,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=gateway.env,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "1 of 1 deliveries queued again" in result.stdout
@@ -94,10 +119,14 @@ def test_dead_letter_then_cli_retry(gateway: Gateway, subscriber: Subscriber) ->
 def test_gone_disables_subscription(gateway: Gateway, subscriber: Subscriber) -> None:
     """410 fails the delivery at once and disables the subscription with a reason."""
     subscriber.responses = [410]
-    subscription = gateway.subscribe(subscriber, ["unipile.email.sent"], retry=FAST_RETRY)
+    subscription = gateway.subscribe(
+        subscriber, ["unipile.email.sent"], retry=FAST_RETRY
+    )
     event_id = send_mail(gateway)
     wait_status(gateway, event_id, "failed")
-    stored = gateway.api("GET", f"/api/notifications/subscriptions/{subscription['id']}").json()
+    stored = gateway.api(
+        "GET", f"/api/notifications/subscriptions/{subscription['id']}"
+    ).json()
     gateway.unsubscribe(subscription)
 
     assert len(subscriber.received) == 1
@@ -109,7 +138,9 @@ def test_redirect_not_followed(gateway: Gateway, subscriber: Subscriber) -> None
     """A 3xx counts as a failure and its Location is never requested."""
     subscriber.responses = [302, 302, 302]
     subscriber.extra_headers = {"location": subscriber.url + "/elsewhere"}
-    subscription = gateway.subscribe(subscriber, ["unipile.email.sent"], retry=FAST_RETRY)
+    subscription = gateway.subscribe(
+        subscriber, ["unipile.email.sent"], retry=FAST_RETRY
+    )
     event_id = send_mail(gateway)
     failed = wait_status(gateway, event_id, "failed")
     gateway.unsubscribe(subscription)
@@ -137,11 +168,15 @@ def test_timeout_is_retried(gateway: Gateway, subscriber: Subscriber) -> None:
 def test_filter_selects_events(gateway: Gateway, subscriber: Subscriber) -> None:
     """A subscription filter expression drops events it does not accept."""
     subscription = gateway.subscribe(
-        subscriber, ["unipile.email.*"],
+        subscriber,
+        ["unipile.email.*"],
         filter="event.data.email_id.startswith('keep-')",
     )
     payload = json.loads((CORPUS / "unipile" / "mail_sent.json").read_bytes())
-    headers = {"content-type": "application/json", "unipile-auth": SECRETS["UNIPILE_WEBHOOK_SECRET"]}
+    headers = {
+        "content-type": "application/json",
+        "unipile-auth": SECRETS["UNIPILE_WEBHOOK_SECRET"],
+    }
     for prefix in ("drop-", "keep-"):
         payload["email_id"] = f"{prefix}{uuid.uuid4()}"
         gateway.post("/webhooks/unipile/notify", json.dumps(payload).encode(), headers)
@@ -156,9 +191,13 @@ def test_filter_selects_events(gateway: Gateway, subscriber: Subscriber) -> None
 def test_template_shapes_body(gateway: Gateway, subscriber: Subscriber) -> None:
     """A subscription template replaces the envelope; the body is still signed."""
     subscription = gateway.subscribe(
-        subscriber, ["unipile.email.sent"],
-        template={"kind": "{{ event.type }}", "id": "{{ event.data.email_id }}",
-                  "attendees": "{{ event.data.to_attendees | length }}"},
+        subscriber,
+        ["unipile.email.sent"],
+        template={
+            "kind": "{{ event.type }}",
+            "id": "{{ event.data.email_id }}",
+            "attendees": "{{ event.data.to_attendees | length }}",
+        },
     )
     event_id = send_mail(gateway)
     received = subscriber.wait_for(1)
@@ -179,12 +218,16 @@ def test_template_shapes_body(gateway: Gateway, subscriber: Subscriber) -> None:
         ({"url": "https://a.example", "events": []}, "events"),
         ({"url": "https://a.example", "events": ["*"], "secret": "plain"}, "secret"),
         ({"url": "https://a.example", "events": ["*"], "filter": "a =="}, "filter"),
-        ({"url": "https://a.example", "events": ["*"], "retry": {"schedule": ["x"]}},
-         "retry.schedule"),
+        (
+            {"url": "https://a.example", "events": ["*"], "retry": {"schedule": ["x"]}},
+            "retry.schedule",
+        ),
         ({"url": "https://a.example", "events": ["*"], "colour": "red"}, "colour"),
     ],
 )
-def test_subscribe_rejects_bad_input(gateway: Gateway, body: dict[str, Any], field: str) -> None:
+def test_subscribe_rejects_bad_input(
+    gateway: Gateway, body: dict[str, Any], field: str
+) -> None:
     response = gateway.api("POST", "/api/notifications/subscribe", json=body)
     assert response.status_code == 400
     assert field in [error["field"] for error in response.json()["errors"]]
@@ -194,6 +237,8 @@ def test_api_requires_token(gateway: Gateway) -> None:
     import httpx
 
     anonymous = httpx.get(gateway.base_url + "/api/deliveries")
-    wrong = httpx.get(gateway.base_url + "/api/deliveries", headers={"authorization": "Bearer x"})
+    wrong = httpx.get(
+        gateway.base_url + "/api/deliveries", headers={"authorization": "Bearer x"}
+    )
     assert anonymous.status_code == 401
     assert wrong.status_code == 401

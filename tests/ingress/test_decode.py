@@ -56,7 +56,15 @@ def test_corrupt_gzip_rejected() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"NaN", b'{"a": Infinity}', b'{"a": -Infinity}', b"\xff\xfe", b"", b"{", b"[" * 5000],
+    [
+        b"NaN",
+        b'{"a": Infinity}',
+        b'{"a": -Infinity}',
+        b"\xff\xfe",
+        b"",
+        b"{",
+        b"[" * 5000,
+    ],
 )
 def test_invalid_json_rejected(body: bytes) -> None:
     with pytest.raises(InvalidPayload):
@@ -68,18 +76,24 @@ def test_deep_nesting_rejected() -> None:
         parse_body(b"[" * 200 + b"]" * 200, "application/json")
 
 
-@pytest.mark.parametrize("body, value", [(b"[1, 2]", [1, 2]), (b"3", 3), (b"null", None)])
+@pytest.mark.parametrize(
+    "body, value", [(b"[1, 2]", [1, 2]), (b"3", 3), (b"null", None)]
+)
 def test_top_level_values_parse(body: bytes, value: object) -> None:
     assert parse_body(body, "application/json") == value
 
 
 def test_charset_parameter_honoured() -> None:
     body = '{"name": "Jos\u00e9"}'.encode("latin-1")
-    assert parse_body(body, "application/json; charset=ISO-8859-1") == {"name": "Jos\u00e9"}
+    assert parse_body(body, "application/json; charset=ISO-8859-1") == {
+        "name": "Jos\u00e9"
+    }
 
 
 def test_form_body_parsed() -> None:
-    parsed = parse_body(b"a=1&b=2&b=3&payload=%7B%22x%22%3A1%7D", "application/x-www-form-urlencoded")
+    parsed = parse_body(
+        b"a=1&b=2&b=3&payload=%7B%22x%22%3A1%7D", "application/x-www-form-urlencoded"
+    )
     assert parsed == {"a": "1", "b": ["2", "3"], "payload": '{"x":1}'}
 
 

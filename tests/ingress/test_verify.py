@@ -28,7 +28,9 @@ def test_hmac_rejects_reserialized_body() -> None:
     verifier = HmacSignature("X-Hub-Signature-256", ("s3cret",), prefix="sha256=")
     altered = BODY.replace(b"  ", b" ")
     with pytest.raises(Unauthorized):
-        verifier.verify(altered, {"x-hub-signature-256": github_signature("s3cret", BODY)})
+        verifier.verify(
+            altered, {"x-hub-signature-256": github_signature("s3cret", BODY)}
+        )
 
 
 def test_hmac_accepts_any_rotated_secret() -> None:

@@ -53,6 +53,12 @@ def validate_config(
 
     if output_format not in ("text", "json"):
         _fail(f"invalid --format {output_format!r}; use text or json", code=2)
+    if not (config_dir / "providers.yaml").is_file():
+        _fail(
+            f"{config_dir}/providers.yaml not found; pass the folder that holds it"
+            " with --config-dir",
+            code=2,
+        )
     config, problems = check_config(config_dir)
     if output_format == "json":
         report = {
@@ -73,6 +79,67 @@ def validate_config(
                 f" {len(config.subscriptions)} subscriptions)"
             )
     raise typer.Exit(0 if config is not None else 1)
+
+
+@app.command("config-schema")
+def config_schema(
+    file: Annotated[
+        str, typer.Argument(help="providers or subscriptions.")
+    ] = "providers",
+) -> None:
+    """Print the JSON Schema of providers.yaml or subscriptions.yaml."""
+    from gateway.config.config_schema import SCHEMAS
+
+    if file not in SCHEMAS:
+        _fail(f"unknown config file {file!r}; use providers or subscriptions", code=2)
+    typer.echo(json.dumps(SCHEMAS[file](), indent=2))
+
+
+@app.command()
+def routes(config_dir: ConfigDir = Path("config")) -> None:
+    """Print the mounted provider routes, their verification and event types."""
+    from gateway.config.loader import load_config
+
+    try:
+        config = load_config(config_dir)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        _fail(f"{config_dir} is not valid")
+        return
+    rows = [("METHOD", "PATH", "ROUTE", "VERIFY", "EVENT TYPES")]
+    for route in config.routes:
+        types = ", ".join(" ".join(rule.type.source.split()) for rule in route.events)
+        rows.append(
+            (route.method, route.path, route.qualified_name, route.verify.type, types)
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
+        typer.echo("  ".join([*cells, row[4]]))
+
+
+@app.command()
+def reload(
+    url: ServerUrl = "http://127.0.0.1:8080",
+    config_dir: ConfigDir = Path("config"),
+) -> None:
+    """Ask a running server to reload its config; workers follow."""
+    try:
+        result = _client(url, config_dir).post("/admin/reload", {})
+    except CliError as exc:
+        _fail(str(exc))
+        return
+    if result["errors"]:
+        for problem in result["errors"]:
+            typer.echo(
+                f"{problem['file']}:{problem['line']}:{problem['column']}:"
+                f" {problem['message']}",
+                err=True,
+            )
+        _fail(f"config rejected; still running version {result['version']}")
+    state = "reloaded" if result["reloaded"] else "unchanged"
+    typer.echo(f"config {state}: version {result['version']}")
 
 
 def _settings(config_dir: Path) -> Any:
@@ -150,6 +217,7 @@ async def _run_worker(settings: Any, config: Any, concurrency: int) -> None:
 
     gateway = Gateway(settings, config)
     await gateway.start(run_worker=False)
+    gateway.start_reloader("worker", gateway.apply_config)
     gateway.start_worker()
     assert gateway.worker is not None
     gateway.worker.concurrency = concurrency
@@ -157,6 +225,7 @@ async def _run_worker(settings: Any, config: Any, concurrency: int) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, gateway.reload_soon, "SIGHUP")
     typer.echo(f"mfo worker running ({concurrency} at once); Ctrl-C stops it", err=True)
     await stop.wait()
     await gateway.stop()

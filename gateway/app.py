@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Litestar, Request, Response, get
@@ -15,6 +17,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.router import Router
 from saq import Worker
 
+from gateway.api.admin import AdminController
 from gateway.api.auth import bearer_guard, ensure_api_token
 from gateway.api.deliveries import DeliveryController
 from gateway.api.records import EventController, JobController
@@ -25,6 +28,7 @@ from gateway.delivery.signing import generate_secret
 from gateway.ids import new_id
 from gateway.ingress.routes import build_route_handlers
 from gateway.jobs import JobQueue, WorkerRuntime, create_worker
+from gateway.reload import ConfigReloader, ReloadState
 from gateway.settings import Settings
 from gateway.store import queries
 from gateway.store.database import Database
@@ -45,9 +49,36 @@ class Gateway:
         self.worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._worker_runtime: WorkerRuntime | None = None
+        self.reloader: ConfigReloader | None = None
+        self._background: set[asyncio.Task[Any]] = set()
 
     def config(self) -> GatewayConfig:
         return self._config
+
+    def set_config(self, config: GatewayConfig) -> None:
+        self._config = config
+
+    def start_reloader(
+        self, kind: str, apply: Callable[[GatewayConfig], Awaitable[None]]
+    ) -> None:
+        """Watch the config files and NOTIFY channel, and swap with `apply`."""
+        state = ReloadState(self._config.version, datetime.now(UTC))
+        self.reloader = ConfigReloader(
+            self.settings.config_dir, apply, state, db=self.db, process_kind=kind
+        )
+        self.reloader.start()
+
+    def reload_soon(self, reason: str) -> None:
+        """Start a reload from a signal handler, without waiting for it."""
+        if self.reloader is not None:
+            task = asyncio.get_running_loop().create_task(self.reloader.reload(reason))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def apply_config(self, config: GatewayConfig) -> None:
+        """Swap a config in a process without HTTP routes, such as `mfo worker`."""
+        await sync_config_subscriptions(self.db, config)
+        self.set_config(config)
 
     async def enqueue_work(self, work: Any) -> None:
         await self.queue.enqueue_work(work)
@@ -78,6 +109,8 @@ class Gateway:
         self._worker_task = asyncio.create_task(self.worker.start())
 
     async def stop(self) -> None:
+        if self.reloader is not None:
+            await self.reloader.stop()
         if self.worker is not None:
             await self.worker.stop()
         if self._worker_task is not None:
@@ -182,31 +215,57 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
     )
 
 
-def create_app(
-    settings: Settings, *, run_worker: bool = True, config: GatewayConfig | None = None
-) -> Litestar:
-    """Compile the config and build the application; raise ConfigError if invalid."""
-    config = config or load_config(settings.config_dir)
-    warn_default_secrets(config)
-    gateway = Gateway(settings, config)
-    token = ensure_api_token(settings.data_dir, settings.api_token)
+class _BoundRuntime:
+    """The gateway as seen by routes built for one config version.
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        await gateway.start(run_worker)
-        logger.info(
-            "mfo ready: %d routes, %d pipelines, %d subscriptions from %s (config %s)",
-            len(config.routes),
-            len(config.pipelines),
-            len(config.subscriptions),
-            settings.config_dir,
-            config.version,
+    Requests handled by an app built for version A keep using version A even
+    after version B is swapped in, so a request finishes on the config it
+    started with.
+    """
+
+    def __init__(self, gateway: Gateway, config: GatewayConfig) -> None:
+        self.gateway = gateway
+        self._config = config
+
+    @property
+    def db(self) -> Database:
+        return self.gateway.db
+
+    @property
+    def queue(self) -> JobQueue:
+        return self.gateway.queue
+
+    def config(self) -> GatewayConfig:
+        return self._config
+
+    def set_config(self, config: GatewayConfig) -> None:
+        self._config = config
+
+    def start_reloader(
+        self, kind: str, apply: Callable[[GatewayConfig], Awaitable[None]]
+    ) -> None:
+        """Watch the config files and NOTIFY channel, and swap with `apply`."""
+        state = ReloadState(self._config.version, datetime.now(UTC))
+        self.reloader = ConfigReloader(
+            self.settings.config_dir, apply, state, db=self.db, process_kind=kind
         )
-        try:
-            yield
-        finally:
-            await gateway.stop()
+        self.reloader.start()
 
+    def reload_soon(self, reason: str) -> None:
+        """Start a reload from a signal handler, without waiting for it."""
+        if self.reloader is not None:
+            task = asyncio.get_running_loop().create_task(self.reloader.reload(reason))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def apply_config(self, config: GatewayConfig) -> None:
+        """Swap a config in a process without HTTP routes, such as `mfo worker`."""
+        await sync_config_subscriptions(self.db, config)
+        self.set_config(config)
+
+
+def build_litestar(gateway: Gateway, config: GatewayConfig, token: str) -> Litestar:
+    """Build the Litestar app that serves one config version."""
     api = Router(
         path="/",
         route_handlers=[
@@ -214,16 +273,89 @@ def create_app(
             DeliveryController,
             EventController,
             JobController,
+            AdminController,
         ],
         guards=[bearer_guard(token)],
     )
-    webhooks = build_route_handlers(gateway, config.routes)
+    webhooks = build_route_handlers(_BoundRuntime(gateway, config), config.routes)
     return Litestar(
         route_handlers=[healthz, readyz, api, *webhooks],
-        lifespan=[lifespan],
         state=State({"mfo": gateway}),
         exception_handlers={Exception: _internal_error},
-        openapi_config=OpenAPIConfig(title="mfo", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(title="mfo", version=config.version, path="/schema"),
         logging_config=None,
         debug=False,
     )
+
+
+class GatewayApp:
+    """The ASGI application: shared resources, and the Litestar app of the day.
+
+    Lifespan events start and stop the database, queue, worker and config
+    watcher. Each HTTP request goes to the Litestar app current when it
+    arrived; a reload builds a new one and swaps the reference.
+    """
+
+    def __init__(
+        self, gateway: Gateway, token: str, run_worker: bool
+    ) -> None:
+        self.gateway = gateway
+        self.token = token
+        self.run_worker = run_worker
+        self.current = build_litestar(gateway, gateway.config(), token)
+
+    async def swap(self, config: GatewayConfig) -> None:
+        """Sync YAML subscriptions, then serve and work with `config`."""
+        app = build_litestar(self.gateway, config, self.token)
+        warn_default_secrets(config)
+        await sync_config_subscriptions(self.gateway.db, config)
+        self.current = app
+        self.gateway.set_config(config)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        await self.current(scope, receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self._start()
+                except Exception as exc:
+                    logger.exception("startup failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _start(self) -> None:
+        await self.gateway.start(self.run_worker)
+        self.gateway.start_reloader("server" if self.run_worker else "api", self.swap)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, self.gateway.reload_soon, "SIGHUP")
+        config = self.gateway.config()
+        logger.info(
+            "mfo ready: %d routes, %d pipelines, %d subscriptions from %s (config %s)",
+            len(config.routes),
+            len(config.pipelines),
+            len(config.subscriptions),
+            self.gateway.settings.config_dir,
+            config.version,
+        )
+
+
+def create_app(
+    settings: Settings, *, run_worker: bool = True, config: GatewayConfig | None = None
+) -> GatewayApp:
+    """Compile the config and build the application; raise ConfigError if invalid."""
+    config = config or load_config(settings.config_dir)
+    warn_default_secrets(config)
+    gateway = Gateway(settings, config)
+    token = ensure_api_token(settings.data_dir, settings.api_token)
+    return GatewayApp(gateway, token, run_worker)

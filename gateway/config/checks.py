@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -201,6 +201,14 @@ class Checker:
             return None
         return value
 
+    def template_error(
+        self, location: Location, what: str, kind: str, exc: TemplateCompileError
+    ) -> None:
+        """Report a template error on the YAML line where the template broke."""
+        if exc.template_line:
+            location = location.text_line(exc.template_line)
+        self.error(location, f"{what}: invalid {kind}: {exc}; the text is {exc.source!r}")
+
     def expression(self, node: YMap, key: str, what: str) -> Expression | None:
         value = node.get(key)
         if key not in node:
@@ -213,7 +221,7 @@ class Checker:
         try:
             return compile_expression(value)
         except TemplateCompileError as exc:
-            self.error(node.value_at(key), f"{what}.{key}: invalid expression: {exc}")
+            self.template_error(node.value_at(key), f"{what}.{key}", "expression", exc)
             return None
 
     def text_template(self, node: YMap, key: str, what: str) -> TextTemplate | None:
@@ -223,7 +231,7 @@ class Checker:
         try:
             return compile_text(value)
         except TemplateCompileError as exc:
-            self.error(node.value_at(key), f"{what}.{key}: invalid template: {exc}")
+            self.template_error(node.value_at(key), f"{what}.{key}", "template", exc)
             return None
 
     def tree(self, node: YMap, key: str, what: str) -> TreeTemplate | None:
@@ -231,9 +239,23 @@ class Checker:
             return None
         try:
             return compile_tree(node[key])
-        except TemplateCompileError as exc:
-            self.error(
-                node.value_at(key),
-                f"{what}.{key}: invalid template {exc.source!r}: {exc}",
-            )
-            return None
+        except TemplateCompileError:
+            pass
+        for path, location, leaf in _leaves(node[key], node.value_at(key), f"{what}.{key}"):
+            try:
+                compile_tree(leaf)
+            except TemplateCompileError as exc:
+                self.template_error(location, path, "template", exc)
+        return None
+
+
+def _leaves(value: Any, location: Location, path: str) -> Iterator[tuple[str, Location, str]]:
+    """Yield every string leaf of a YAML tree with its path and location."""
+    if isinstance(value, str):
+        yield path, location, value
+    elif isinstance(value, YMap):
+        for key, item in value.items():
+            yield from _leaves(item, value.value_at(key), f"{path}.{key}")
+    elif isinstance(value, YList):
+        for index, item in enumerate(value):
+            yield from _leaves(item, value.item_at(index), f"{path}[{index}]")

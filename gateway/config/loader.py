@@ -116,11 +116,19 @@ class _Compiler(ProviderCompiler, PipelineCompiler, SubscriptionCompiler):
 
 
 def _version(config_dir: Path) -> str:
+    """Hash every file a config can read, so any edit gives a new version."""
     digest = hashlib.sha256()
-    for name in (PROVIDERS_FILE, SUBSCRIPTIONS_FILE):
-        path = config_dir / name
-        if path.exists():
-            digest.update(path.read_bytes())
+    for root in (config_dir, config_dir.parent / "schemas"):
+        if not root.is_dir():
+            continue
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            if path.name.startswith("."):
+                continue
+            digest.update(str(path.relative_to(root)).encode() + b"\0")
+            try:
+                digest.update(path.read_bytes())
+            except OSError:
+                continue
     return digest.hexdigest()[:12]
 
 

@@ -63,11 +63,22 @@ def _protect_variables(text: str) -> tuple[str, list[str]]:
 
 @dataclass(frozen=True)
 class Location:
-    """A position in a config file, with 1-based line and column."""
+    """A position in a config file, with 1-based line and column.
+
+    `block` is true for a `|` or `>` block scalar, whose text starts on the
+    line after its location.
+    """
 
     file: str
     line: int
     column: int
+    block: bool = False
+
+    def text_line(self, line_in_text: int) -> Location:
+        """Locate line `line_in_text` (1-based) of a multi-line scalar value."""
+        first = self.line + 1 if self.block else self.line
+        column = self.column if line_in_text == 1 and not self.block else 1
+        return Location(self.file, first + line_in_text - 1, column)
 
     def problem(self, message: str, severity: str = "error") -> ConfigProblem:
         return ConfigProblem(self.file, self.line, self.column, message, severity)
@@ -199,7 +210,8 @@ class _Builder:
 
     def locate(self, node: yaml.Node) -> Location:
         mark = node.start_mark
-        return Location(self.file, mark.line + 1, mark.column + 1)
+        block = isinstance(node, yaml.ScalarNode) and node.style in ("|", ">")
+        return Location(self.file, mark.line + 1, mark.column + 1, block)
 
     def build(self, node: yaml.Node) -> Any:
         if isinstance(node, yaml.MappingNode):

@@ -66,7 +66,7 @@ class Gateway:
         self.reloader = ConfigReloader(
             self.settings.config_dir, apply, state, db=self.db, process_kind=kind
         )
-        self.reloader.start()
+        self.reloader.start(watch_files=self.settings.watch_config)
 
     def reload_soon(self, reason: str) -> None:
         """Start a reload from a signal handler, without waiting for it."""
@@ -249,7 +249,7 @@ class _BoundRuntime:
         self.reloader = ConfigReloader(
             self.settings.config_dir, apply, state, db=self.db, process_kind=kind
         )
-        self.reloader.start()
+        self.reloader.start(watch_files=self.settings.watch_config)
 
     def reload_soon(self, reason: str) -> None:
         """Start a reload from a signal handler, without waiting for it."""

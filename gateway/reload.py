@@ -154,9 +154,10 @@ class ConfigReloader:
         except psycopg.Error as exc:
             logger.warning("could not tell other processes about the reload: %s", exc)
 
-    def start(self) -> None:
+    def start(self, watch_files: bool = True) -> None:
         """Start watching files, listening for NOTIFY and sending heartbeats."""
-        self._tasks.append(asyncio.create_task(self._watch_files()))
+        if watch_files:
+            self._tasks.append(asyncio.create_task(self._watch_files()))
         if self.db is not None:
             self._tasks.append(asyncio.create_task(self._listen()))
             self._tasks.append(asyncio.create_task(self._heartbeat()))

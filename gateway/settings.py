@@ -24,6 +24,7 @@ class Settings:
     queue_url: str | None
     api_token: str | None
     allow_private_networks: bool
+    watch_config: bool = True
 
     @classmethod
     def from_env(
@@ -40,4 +41,5 @@ class Settings:
             api_token=env.get("MFO_API_TOKEN") or None,
             allow_private_networks=env.get("MFO_ALLOW_PRIVATE_NETWORKS", "").lower()
             in TRUE_VALUES,
+            watch_config=env.get("MFO_WATCH_CONFIG", "1").lower() in TRUE_VALUES,
         )

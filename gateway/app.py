@@ -14,6 +14,7 @@ from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import OpenAPIMediaType, RequestBody
 from litestar.router import Router
 from saq import Worker
 
@@ -278,7 +279,7 @@ def build_litestar(gateway: Gateway, config: GatewayConfig, token: str) -> Lites
         guards=[bearer_guard(token)],
     )
     webhooks = build_route_handlers(_BoundRuntime(gateway, config), config.routes)
-    return Litestar(
+    app = Litestar(
         route_handlers=[healthz, readyz, api, *webhooks],
         state=State({"mfo": gateway}),
         exception_handlers={Exception: _internal_error},
@@ -286,6 +287,28 @@ def build_litestar(gateway: Gateway, config: GatewayConfig, token: str) -> Lites
         logging_config=None,
         debug=False,
     )
+    _document_payloads(app, config)
+    return app
+
+
+def _document_payloads(app: Litestar, config: GatewayConfig) -> None:
+    """Put each route's JSON Schema in the OpenAPI document as its request body."""
+    paths = app.openapi_schema.paths or {}
+    for route in config.routes:
+        item = paths.get(route.path)
+        operation = getattr(item, route.method.lower(), None) if item else None
+        if operation is None:
+            continue
+        schema: Any = route.schema.schema if route.schema else {}
+        operation.description = (
+            f"Webhooks from provider {route.provider!r}, verified by"
+            f" {route.verify.type}. Event types: "
+            + ", ".join(" ".join(rule.type.source.split()) for rule in route.events)
+        )
+        operation.request_body = RequestBody(
+            content={"application/json": OpenAPIMediaType(schema=schema)},
+            required=True,
+        )
 
 
 class GatewayApp:

@@ -279,3 +279,105 @@ def test_validate_config_cli_json(tmp_path: Path) -> None:
 def _rel(path: Path) -> str:
     relative = os.path.relpath(path)
     return str(path.absolute()) if relative.startswith("..") else relative
+
+
+def test_block_template_error_points_inside(tmp_path: Path) -> None:
+    """A broken line inside a `|` block is reported on that line of the file."""
+    text = ROUTE + (
+        "pipelines:\n  p:\n    on: acme.created\n    steps:\n"
+        "      - name: body\n        transform:\n          text: |\n"
+        "            line one\n            {{ event.data.x\n            line three\n"
+    )
+    found = errors(write_config(tmp_path, text))
+    # Jinja notices the unclosed {{ on the block's third line, file line 18.
+    assert len(found) == 1
+    assert "providers.yaml:18:1: pipeline 'p'.steps[0].transform.text" in found[0]
+    assert "invalid template" in found[0]
+    assert "(template line 3)" in found[0]
+
+
+def test_tree_leaf_error_located(tmp_path: Path) -> None:
+    """A broken leaf deep in an emit's data is reported at the leaf."""
+    text = ROUTE + (
+        "pipelines:\n  p:\n    on: acme.created\n    steps:\n"
+        "      - emit:\n          type: x.y\n          data:\n"
+        "            ok: '{{ event.id }}'\n            bad: '{{ event.id'\n"
+    )
+    found = errors(write_config(tmp_path, text))
+    assert len(found) == 1
+    assert "providers.yaml:17:18:" in found[0]
+    assert ".data.bad: invalid template" in found[0]
+
+
+def test_schema_not_json(tmp_path: Path) -> None:
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "bad.json").write_text("{not json")
+    config_dir = write_config(
+        tmp_path, ROUTE.replace("        events:", "        schema: schemas/bad.json\n        events:")
+    )
+    found = errors(config_dir)
+    assert len(found) == 1
+    assert ":7:17: route acme/hook.schema:" in found[0]
+    assert "JSON" in found[0]
+
+
+def test_schema_not_a_schema(tmp_path: Path) -> None:
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "bad.json").write_text('{"type": 5}')
+    config_dir = write_config(
+        tmp_path, ROUTE.replace("        events:", "        schema: schemas/bad.json\n        events:")
+    )
+    found = errors(config_dir)
+    assert len(found) == 1
+    assert ":7:17: route acme/hook.schema:" in found[0]
+    assert "bad.json" in found[0]
+
+
+def test_validate_config_usage_errors(tmp_path: Path) -> None:
+    missing = run_cli("validate-config", "--config-dir", str(tmp_path / "nowhere"))
+    bad_format = run_cli("validate-config", "--format", "xml")
+    assert missing.returncode == 2
+    assert "providers.yaml not found" in missing.stderr
+    assert bad_format.returncode == 2
+
+
+def test_config_schema_matches_shipped_files() -> None:
+    """The schemas in docs/schemas are what `mfo config-schema` prints."""
+    for name in ("providers", "subscriptions"):
+        result = run_cli("config-schema", name)
+        shipped = (REPO / "docs" / "schemas" / f"{name}.schema.json").read_text()
+        assert result.returncode == 0
+        assert json.loads(result.stdout) == json.loads(shipped)
+
+
+def test_shipped_config_passes_config_schema() -> None:
+    import jsonschema
+
+    from gateway.config.config_schema import SCHEMAS
+    from gateway.config.source import load_yaml_file
+
+    for name in ("providers", "subscriptions"):
+        loaded = load_yaml_file(REPO / "config" / f"{name}.yaml", name, env={})
+        jsonschema.Draft202012Validator(SCHEMAS[name]()).validate(loaded.root)
+
+
+def test_config_schema_rejects_typo() -> None:
+    import jsonschema
+
+    from gateway.config.config_schema import providers_schema
+
+    document = {"providers": {"a": {"routes": {"r": {"path": "/x", "verify": {"type": "none"},
+                                                     "events": [{"type": "a"}], "evnts": []}}}}}
+    validator = jsonschema.Draft202012Validator(providers_schema())
+    assert not validator.is_valid(document)
+
+
+def test_routes_command_lists_routes() -> None:
+    result = run_cli("routes", "--config-dir", str(REPO / "config"))
+    lines = result.stdout.splitlines()
+    assert result.returncode == 0
+    assert lines[0].split() == ["METHOD", "PATH", "ROUTE", "VERIFY", "EVENT", "TYPES"]
+    unipile = next(line for line in lines if "unipile/notify" in line)
+    assert "/webhooks/unipile/notify" in unipile
+    assert "header_secret" in unipile
+    assert "unipile.email.received, unipile.email.sent" in unipile

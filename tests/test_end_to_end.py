@@ -226,3 +226,16 @@ def test_rejected_requests_cause_nothing(
     assert too_big.status_code == 413
     assert github_forged.status_code == 401
     assert subscriber.received == []
+
+
+def test_openapi_documents_provider_routes(gateway: Gateway) -> None:
+    """The OpenAPI document lists each provider route with its payload schema."""
+    document = httpx.get(gateway.base_url + "/schema/openapi.json", timeout=30).json()
+    unipile = document["paths"][UNIPILE_PATH]["post"]
+    github = document["paths"][GITHUB_PATH]["post"]
+    schema = unipile["requestBody"]["content"]["application/json"]["schema"]
+
+    assert schema["required"] == ["email_id", "account_id", "event"]
+    assert "unipile.email.received" in unipile["description"]
+    assert "hmac" in github["description"]
+    assert "/api/notifications/subscribe" in document["paths"]

@@ -102,7 +102,7 @@ class PipelineCompiler(SectionCompiler):
         self, kind: str, step: YMap, where: str
     ) -> TreeTemplate | EmitStep | HttpStep | PythonStep | None:
         if kind == "transform":
-            return self.check.tree(step, "transform", where)
+            return self.check.tree(step, "transform", where.removesuffix(".transform"))
         if kind == "python":
             return self._compile_python(step, where)
         node = self.check.mapping(step[kind], step.value_at(kind), where)

@@ -381,3 +381,18 @@ def test_routes_command_lists_routes() -> None:
     assert "/webhooks/unipile/notify" in unipile
     assert "header_secret" in unipile
     assert "unipile.email.received, unipile.email.sent" in unipile
+
+
+def test_unmatched_pattern_with_templated_types(tmp_path: Path) -> None:
+    """A templated type `acme.{{...}}` can feed acme.* but never billing.*."""
+    config_dir = write_config(
+        tmp_path,
+        ROUTE,
+        "subscriptions:\n  a:\n    url: https://a.example.com/h\n    events: [acme.*]\n"
+        "  b:\n    url: https://b.example.com/h\n    events: [billing.paid]\n",
+    )
+    _, problems = check_config(config_dir, {})
+    warnings = [p.message for p in problems if p.severity == "warning"]
+    assert warnings == [
+        "subscription 'b' listens for 'billing.paid', which no route or pipeline emits"
+    ]

@@ -100,19 +100,34 @@ class _Compiler(ProviderCompiler, PipelineCompiler, SubscriptionCompiler):
             for step in pipeline.steps
             if isinstance(step.action, EmitStep)
         ]
-        if any("{" in source for source in emitted):
-            return  # a templated type can produce any name
         listeners = [(p.on, p.location, f"pipeline {p.name!r}") for p in pipelines]
         listeners += [
             (s.events, s.location, f"subscription {s.name!r}") for s in subscriptions
         ]
         for patterns, location, what in listeners:
             for pattern in patterns:
-                if not any(match_event_type(pattern, t) for t in emitted):
+                if not any(_may_match(pattern, source) for source in emitted):
                     self.check.warn(
                         location,
                         f"{what} listens for {pattern!r}, which no route or pipeline emits",
                     )
+
+
+def _may_match(pattern: str, type_source: str) -> bool:
+    """Tell whether a pattern can match what an event type template renders.
+
+    A templated type is known only up to its first `{{` or `{%`, so it may
+    match any pattern whose literal start agrees with that prefix.
+    """
+    cut = min(
+        (i for i in (type_source.find("{{"), type_source.find("{%")) if i >= 0),
+        default=-1,
+    )
+    if cut < 0:
+        return match_event_type(pattern, type_source)
+    prefix = type_source[:cut]
+    literal = pattern.split("*", 1)[0]
+    return prefix.startswith(literal) or literal.startswith(prefix)
 
 
 def _version(config_dir: Path) -> str:

@@ -14,6 +14,11 @@ from gateway.config.templates import Expression, TextTemplate, TreeTemplate
 
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_CONNECT_TIMEOUT = 5.0
+# Half of a worker's default concurrency of 16, so one receiver cannot take all.
+DEFAULT_MAX_IN_FLIGHT = 8
+# Five days of unbroken failure disable a subscription.
+DEFAULT_DISABLE_AFTER = 5 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -113,18 +118,39 @@ class PipelineConfig:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Delays between attempts, in seconds, after the first attempt fails."""
+    """Delays between attempts, in seconds, after the first attempt fails.
+
+    `by_event_type` pairs event type patterns with the complete policy that
+    replaces this one for matching events; `jitter` spreads each delay by up
+    to that fraction either way.
+    """
 
     schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     jitter: float = 0.2
+    by_event_type: tuple[tuple[str, RetryPolicy], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        return {"schedule": list(self.schedule), "jitter": self.jitter}
+        result: dict[str, Any] = {
+            "schedule": list(self.schedule),
+            "jitter": self.jitter,
+        }
+        if self.by_event_type:
+            result["by_event_type"] = {
+                pattern: {"schedule": list(policy.schedule), "jitter": policy.jitter}
+                for pattern, policy in self.by_event_type
+            }
+        return result
 
 
 @dataclass(frozen=True)
 class SubscriptionConfig:
-    """A subscription declared in subscriptions.yaml."""
+    """A subscription declared in subscriptions.yaml.
+
+    `timeout` bounds the wait for the response and `connect_timeout` the TCP
+    and TLS setup, both in seconds. `max_in_flight` and `rate_limit` (sends
+    per second) are None when unlimited; `disable_after` is how many seconds
+    of continuous failure disable the subscription, None for never.
+    """
 
     name: str
     url: str
@@ -138,12 +164,22 @@ class SubscriptionConfig:
     description: str
     location: Location
     defaulted_variables: tuple[str, ...] = ()
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT
+    rate_limit: float | None = None
+    disable_after: float | None = DEFAULT_DISABLE_AFTER
 
 
 @dataclass(frozen=True)
 class DeliveryDefaults:
+    """The delivery settings a subscription gets when it does not set its own."""
+
     timeout: float = 10.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT
+    rate_limit: float | None = None
+    disable_after: float | None = DEFAULT_DISABLE_AFTER
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,10 @@ GatewayError
 │   ├── UnsupportedMediaType   415
 │   ├── InvalidPayload         400 (bad encoding, bad JSON, schema failures)
 │   ├── Unauthorized           401 (bad secret or signature)
+│   │   └── CredentialsRequired    401 with a Basic auth challenge
+│   ├── Forbidden              403 (source address or verify token not allowed)
 │   └── UnmappablePayload      422 (templates could not map a valid payload)
+├── SigningUnavailable     a scheme lacks the key or URL it needs to sign a request
 ├── StoreError             the database could not be started or reached
 ├── EgressRejected         a delivery target resolves to a forbidden address
 └── NotFound               an API or CLI lookup found nothing
@@ -93,9 +96,27 @@ class Unauthorized(IngressError):
     code = "unauthorized"
 
 
+class CredentialsRequired(Unauthorized):
+    """Raise for missing or wrong Basic credentials; the answer names the realm."""
+
+    def __init__(self, message: str, realm: str) -> None:
+        super().__init__(message)
+        escaped = realm.replace("\\", "\\\\").replace('"', '\\"')
+        self.headers = {"www-authenticate": f'Basic realm="{escaped}"'}
+
+
+class Forbidden(IngressError):
+    status_code = 403
+    code = "forbidden"
+
+
 class UnmappablePayload(IngressError):
     status_code = 422
     code = "unmappable_payload"
+
+
+class SigningUnavailable(GatewayError):
+    """Raise when a scheme cannot sign a request, for want of a private key or URL."""
 
 
 class StoreError(GatewayError):

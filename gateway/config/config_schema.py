@@ -51,7 +51,36 @@ def _verify_schema() -> dict[str, Any]:
         properties: dict[str, Any] = {key: {} for key in keys}
         properties["type"] = {"const": kind}
         variants.append(_closed(properties, ("type",)))
-    return {"description": "How the route checks its provider's requests.", "oneOf": variants}
+    scheme = {"oneOf": variants}
+    return {
+        "description": "How the route checks its provider's requests; a list must all pass.",
+        "anyOf": [scheme, {"type": "array", "items": scheme, "minItems": 1}],
+    }
+
+
+def _response_schema() -> dict[str, Any]:
+    return _closed(
+        {
+            "status": {"type": ["integer", "string"]},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "body": _TEMPLATE_TREE,
+        }
+    )
+
+
+def _handshake_schema() -> dict[str, Any]:
+    return _closed(
+        {
+            "method": {"enum": ["GET", "POST", "PUT", "PATCH", "get", "post", "put", "patch"]},
+            "when": {"type": ["string", "boolean"]},
+            "verify": {"type": "boolean"},
+            "token": _STRING,
+            "secret": _STRING,
+            "secrets": {"type": "array", "items": _STRING, "minItems": 1},
+            "response": _response_schema(),
+        },
+        ("when", "response"),
+    )
 
 
 def _route_schema() -> dict[str, Any]:
@@ -69,6 +98,21 @@ def _route_schema() -> dict[str, Any]:
             "idempotency_key": _STRING,
             "events": {"type": "array", "items": event_rule, "minItems": 1},
             "max_body_size": _SIZE,
+            "handshakes": {
+                "type": "object",
+                "propertyNames": {"pattern": _NAME_PATTERN},
+                "additionalProperties": _handshake_schema(),
+            },
+            "response": _response_schema(),
+            "decode": _closed(
+                {
+                    "form_json_fields": {
+                        "anyOf": [_STRING, {"type": "array", "items": _STRING}]
+                    },
+                    "max_json_depth": {"type": "integer", "minimum": 1, "maximum": 512},
+                    "max_decompressed_size": _SIZE,
+                }
+            ),
         },
         ("path", "verify", "events"),
     )

@@ -19,11 +19,19 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_MAX_IN_FLIGHT = 8
 # Five days of unbroken failure disable a subscription.
 DEFAULT_DISABLE_AFTER = 5 * 86400.0
+DEFAULT_MAX_JSON_DEPTH = 128
+# Stripe, Slack and the Standard Webhooks libraries all default to five minutes.
+DEFAULT_TIMESTAMP_TOLERANCE = 300.0
 
 
 @dataclass(frozen=True)
 class VerifySpec:
-    """How a route checks that a request comes from its provider."""
+    """The check that proves a route's requests come from its provider.
+
+    `type` names the scheme, and each scheme reads only the fields it documents
+    in `gateway/config/verify.py`. Type `all` is a list of schemes in
+    `parts`, every one of which must pass.
+    """
 
     type: str
     header: str | None = None
@@ -31,6 +39,60 @@ class VerifySpec:
     algorithm: str = "sha256"
     encoding: str = "hex"
     prefix: str = ""
+    signed_content: TextTemplate | None = None
+    timestamp_header: str | None = None
+    timestamp_unit: str = "s"
+    tolerance: float = DEFAULT_TIMESTAMP_TOLERANCE
+    public_keys: tuple[str, ...] = ()
+    signing_key: str | None = None
+    query: str | None = None
+    public_url: str | None = None
+    realm: str = "mfo"
+    allow: tuple[str, ...] = ()
+    proxy_header: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    parts: tuple[VerifySpec, ...] = ()
+    defaulted_variables: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """The decoding rules of a route, beyond what Content-Type selects.
+
+    `max_decompressed_bytes` None means the route's body size limit.
+    """
+
+    form_json_fields: tuple[str, ...] = ()
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    max_decompressed_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ResponseConfig:
+    """The status, headers and body of a route's or handshake's response.
+
+    `status` is a number or a template that renders one; `body` is a text
+    template (sent as text) or a tree (sent as JSON), or None for no body.
+    """
+
+    status: int | TextTemplate | None
+    headers: tuple[tuple[str, TextTemplate], ...]
+    body: TextTemplate | TreeTemplate | None
+    location: Location
+
+
+@dataclass(frozen=True)
+class HandshakeConfig:
+    """A provider request that proves the route is theirs; it gets no events."""
+
+    name: str
+    method: str
+    when: Expression
+    verify: bool
+    token: TextTemplate | None
+    secrets: tuple[str, ...]
+    response: ResponseConfig
+    location: Location
     defaulted_variables: tuple[str, ...] = ()
 
 
@@ -58,10 +120,27 @@ class RouteConfig:
     events: tuple[EventRule, ...]
     max_body_bytes: int
     location: Location
+    handshakes: tuple[HandshakeConfig, ...] = ()
+    response: ResponseConfig | None = None
+    decode: DecodeConfig = DecodeConfig()
 
     @property
     def qualified_name(self) -> str:
         return f"{self.provider}/{self.name}"
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """Return the route's method and every handshake method, without repeats."""
+        extra = [h.method for h in self.handshakes if h.method != self.method]
+        return tuple(dict.fromkeys([self.method, *extra]))
+
+    @property
+    def defaulted_variables(self) -> tuple[str, ...]:
+        """Name every secret variable of the route that fell back to its default."""
+        names = list(self.verify.defaulted_variables)
+        for handshake in self.handshakes:
+            names.extend(handshake.defaulted_variables)
+        return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)

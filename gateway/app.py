@@ -25,6 +25,8 @@ from gateway.api.records import EventController, JobController
 from gateway.api.subscriptions import SubscriptionController
 from gateway.config.loader import load_config
 from gateway.config.model import GatewayConfig
+from gateway.delivery.egress import egress_policy
+from gateway.delivery.policy import sync_delivery_settings
 from gateway.delivery.signing import generate_secret
 from gateway.ids import new_id
 from gateway.ingress.routes import build_route_handlers
@@ -98,12 +100,18 @@ class Gateway:
         self.queue = JobQueue(self.settings.queue_url or url)
         await self.queue.connect()
         await sync_config_subscriptions(self.db, self._config)
+        await sync_delivery_settings(self.db, self._config)
         if run_worker:
             self.start_worker()
 
     def start_worker(self) -> None:
         self._worker_runtime = WorkerRuntime(
-            self.db, self.queue, self.config, self.settings.allow_private_networks
+            self.db,
+            self.queue,
+            self.config,
+            egress_policy(self.settings),
+            sweep_interval=self.settings.sweep_interval,
+            sweep_grace=self.settings.sweep_grace,
         )
         self.worker = create_worker(self._worker_runtime)
         self.worker.SIGNALS = []  # the server owns SIGINT and SIGTERM

@@ -2,13 +2,15 @@
 
 Everything an event causes is written in the transaction that stores it: one
 pipeline run per matching pipeline and one delivery per matching
-subscription. Only after the commit are jobs put on the queue, so a lost job
-never loses work; the sweep finds the row and enqueues it again.
+subscription. Jobs are put on the queue only after the commit. A lost job
+therefore never loses work, because the sweep finds the row and enqueues it
+again.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -17,13 +19,19 @@ from typing import Any, Protocol
 from gateway.config.model import GatewayConfig, match_event_type
 from gateway.config.templates import Expression, RenderError, compile_expression
 from gateway.ids import new_id
-from gateway.store import queries
+from gateway.store import deliveries, queries
 from gateway.store.database import Connection, Database
 
 logger = logging.getLogger(__name__)
 
 DELIVER_JOB = "deliver"
 RUN_PIPELINE_JOB = "run_pipeline"
+DELIVERY_FAILED = "delivery.failed"
+DELIVERY_RECOVERED = "delivery.recovered"
+SUBSCRIPTION_DISABLED = "subscription.disabled"
+# Events the gateway emits about its own deliveries. A bare `*` pattern does
+# not match them; a subscription names them, or a pattern such as `delivery.*`.
+OPERATIONAL_EVENT_TYPES = (DELIVERY_FAILED, DELIVERY_RECOVERED, SUBSCRIPTION_DISABLED)
 
 
 @dataclass(frozen=True)
@@ -54,10 +62,19 @@ class IngestResult:
     work: list[Work] = field(default_factory=list)
 
 
+def new_tag(reason: str) -> str:
+    """Return a job key suffix that no other job has, such as `:sweep-1a2b3c4d`."""
+    return f":{reason}-{secrets.token_hex(4)}"
+
+
 def deliver_work(
     delivery_id: str, attempt: int, scheduled: float = 0.0, tag: str = ""
 ) -> Work:
-    """Describe the job that makes attempt number `attempt + 1` of a delivery."""
+    """Describe the job that makes attempt number `attempt + 1` of a delivery.
+
+    `scheduled` is a Unix time, 0 for now. The key has the format that
+    `gateway.store.deliveries` builds in SQL.
+    """
     key = f"deliver:{delivery_id}:{attempt}{tag}"
     return Work(DELIVER_JOB, key, {"delivery_id": delivery_id}, scheduled)
 
@@ -71,8 +88,14 @@ def _compiled_filter(source: str) -> Expression:
     return compile_expression(source)
 
 
+def _pattern_matches(pattern: str, event_type: str) -> bool:
+    if pattern == "*" and event_type in OPERATIONAL_EVENT_TYPES:
+        return False
+    return match_event_type(pattern, event_type)
+
+
 def _subscription_matches(sub: dict[str, Any], event: dict[str, Any]) -> bool:
-    if not any(match_event_type(pattern, event["type"]) for pattern in sub["events"]):
+    if not any(_pattern_matches(pattern, event["type"]) for pattern in sub["events"]):
         return False
     if not sub["filter"]:
         return True
@@ -91,26 +114,61 @@ def _subscription_matches(sub: dict[str, Any], event: dict[str, Any]) -> bool:
 async def fan_out(
     conn: Connection, config: GatewayConfig, events: Sequence[dict[str, Any]]
 ) -> list[Work]:
-    """Create the runs and deliveries that stored events cause."""
+    """Create the runs and deliveries that stored events cause.
+
+    Paused subscriptions get deliveries too; those wait until they resume.
+    """
     work: list[Work] = []
-    subscriptions = await queries.active_subscriptions(conn)
+    subscriptions = await queries.receiving_subscriptions(conn)
     for event in events:
         for pipeline in config.pipelines_for(event["type"]):
             if pipeline.when is not None and not _pipeline_wants(pipeline.when, event):
                 continue
-            run_id = new_id("run")
-            await queries.insert_run(conn, run_id, pipeline.name, event["id"])
-            work.append(run_work(run_id))
+            run = run_work(new_id("run"))
+            run_id = run.kwargs["run_id"]
+            if await queries.insert_run(
+                conn, run_id, pipeline.name, event["id"], run.key
+            ):
+                work.append(run)
         for sub in subscriptions:
-            if not _subscription_matches(sub, event):
-                continue
-            delivery_id = new_id("msg")
-            created = await queries.insert_delivery(
-                conn, delivery_id, event["id"], sub["id"], event["type"]
-            )
-            if created:
-                work.append(deliver_work(delivery_id, 0))
+            if _subscription_matches(sub, event):
+                work += await _create_delivery(conn, event, sub["id"], replay=0)
     return work
+
+
+async def _create_delivery(
+    conn: Connection, event: dict[str, Any], sub_id: str, replay: int
+) -> list[Work]:
+    job = deliver_work(new_id("msg"), 0)
+    delivery_id = job.kwargs["delivery_id"]
+    created = await deliveries.insert_delivery(
+        conn, delivery_id, event["id"], sub_id, event["type"], job.key, replay
+    )
+    return [job] if created else []
+
+
+async def replay_event(
+    conn: Connection, event_id: str, missing_only: bool
+) -> tuple[list[str], list[Work]] | None:
+    """Deliver a stored event again to every subscription that matches it now.
+
+    Each new delivery has a new id, so receivers do not drop it as a
+    duplicate. `missing_only` skips subscriptions that already have a
+    delivery of the event. Return the new delivery ids and their jobs, or
+    None when the event does not exist.
+    """
+    event = await queries.get_event(conn, event_id)
+    if event is None:
+        return None
+    replay = await deliveries.next_replay(conn, event_id)
+    skip = await deliveries.delivered_subscriptions(conn, event_id)
+    work: list[Work] = []
+    for sub in await queries.receiving_subscriptions(conn):
+        if missing_only and sub["id"] in skip:
+            continue
+        if _subscription_matches(sub, event):
+            work += await _create_delivery(conn, event, sub["id"], replay)
+    return [job.kwargs["delivery_id"] for job in work], work
 
 
 def _pipeline_wants(when: Expression, event: dict[str, Any]) -> bool:
@@ -174,3 +232,23 @@ async def emit_event(
         assert existing is not None
         return existing["id"], []
     return row["id"], await fan_out(conn, config, [row])
+
+
+async def emit_operational_event(
+    conn: Connection,
+    config: GatewayConfig,
+    event_type: str,
+    data: dict[str, Any],
+    source_key: str,
+) -> list[Work]:
+    """Store an event about the gateway's own deliveries, once per source key."""
+    row = {
+        "id": new_id("evt"),
+        "type": event_type,
+        "data": data,
+        "source_key": source_key,
+    }
+    if not await queries.insert_event(conn, row):
+        return []
+    logger.info("emitted %s event %s", event_type, row["id"])
+    return await fan_out(conn, config, [row])

@@ -1,38 +1,50 @@
 """The saq queue, the worker functions it runs, and the sweep that refills it.
 
 The queue lives in the gateway's PostgreSQL database by default, or in Redis
-when `MFO_QUEUE_URL` names one. It only holds work: PostgreSQL rows say what
-is due, and the sweep enqueues any due delivery or run whose job was lost.
+when `MFO_QUEUE_URL` names one. The queue contains work, not facts:
+PostgreSQL rows record what is due and the key of the job last enqueued for it. The sweep enqueues
+a new job for every due delivery and unfinished run whose job is gone, as
+after a flushed Redis, a failed enqueue or a worker killed mid-job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from saq import Queue, Worker
+from saq.job import Job, Status
 
 from gateway.config.model import GatewayConfig
 from gateway.delivery.dispatch import DeliveryRuntime, deliver
-from gateway.events import DELIVER_JOB, RUN_PIPELINE_JOB, Work, deliver_work, run_work
+from gateway.delivery.egress import EgressPolicy, create_http_client
+from gateway.delivery.policy import sync_delivery_settings
+from gateway.events import (
+    DELIVER_JOB,
+    RUN_PIPELINE_JOB,
+    Work,
+    deliver_work,
+    new_tag,
+    run_work,
+)
 from gateway.pipelines.runner import run_pipeline
 from gateway.pipelines.steps import StepRuntime
-from gateway.store import queries
+from gateway.store import deliveries, queries
 from gateway.store.database import Database
 
 logger = logging.getLogger(__name__)
 
 QUEUE_NAME = "mfo"
-SWEEP_INTERVAL = 15.0
-# A job not picked up this long after its row became due is presumed lost.
-_SWEEP_GRACE = timedelta(seconds=30)
-_RUN_STALL = timedelta(minutes=10)
 _JOB_TIMEOUT = 600
+# A running pipeline whose job started this long ago is presumed dead.
+_RUN_STALL = timedelta(minutes=10)
+_SWEEP_BATCH = 500
+# One sweep re-enqueues at most this many batches; the next sweep goes on.
+_SWEEP_MAX_BATCHES = 20
+_WAITING = (Status.NEW, Status.QUEUED)
 
 
 class JobQueue:
@@ -49,15 +61,41 @@ class JobQueue:
         await self.saq.disconnect()
 
     async def enqueue_work(self, work: Sequence[Work]) -> None:
+        """Enqueue jobs; a job that cannot be enqueued is left to the sweep.
+
+        Every job's row is already committed, so a failure here delays the
+        work but does not lose it, and the caller's request still succeeds.
+        """
+        failures: list[tuple[str, Exception]] = []
         for item in work:
-            await self.saq.enqueue(
-                item.function,
-                key=item.key,
-                scheduled=int(item.scheduled),
-                timeout=_JOB_TIMEOUT,
-                retries=1,
-                **item.kwargs,
+            try:
+                await self.saq.enqueue(
+                    item.function,
+                    key=item.key,
+                    scheduled=int(item.scheduled),
+                    timeout=_JOB_TIMEOUT,
+                    retries=1,
+                    **item.kwargs,
+                )
+            except Exception as exc:
+                failures.append((item.key, exc))
+        if failures:
+            key, error = failures[0]
+            logger.warning(
+                "could not enqueue %d jobs (first %s): %s; the sweep enqueues them"
+                " again",
+                len(failures),
+                key,
+                error,
             )
+
+    async def jobs(self, keys: Sequence[str | None]) -> list[Job | None]:
+        """Return the queue's job for each key, None where it has none."""
+        known = [key for key in keys if key]
+        if not known:
+            return [None] * len(keys)
+        found = dict(zip(known, await self.saq.jobs(known), strict=True))
+        return [found.get(key) if key else None for key in keys]
 
     async def ping(self) -> bool:
         try:
@@ -68,23 +106,31 @@ class JobQueue:
 
 
 class WorkerRuntime:
-    """What the worker functions share: the database, the queue and an HTTP client."""
+    """What the worker functions share: the database, the queue and an HTTP client.
+
+    Every outgoing request goes through the egress guard of `policy`. The
+    sweep runs every `sweep_interval` seconds. It treats the job of a row due
+    `sweep_grace` seconds ago as lost unless the queue still has it waiting.
+    """
 
     def __init__(
         self,
         db: Database,
         queue: JobQueue,
         config: Callable[[], GatewayConfig],
-        allow_private: bool,
+        policy: EgressPolicy,
+        sweep_interval: float = 15.0,
+        sweep_grace: float = 30.0,
     ) -> None:
         self.db = db
         self.queue = queue
         self.config = config
-        self.allow_private = allow_private
-        self.http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-            follow_redirects=False,
-        )
+        self.policy = policy
+        self.sweep_interval = sweep_interval
+        self.sweep_grace = timedelta(seconds=sweep_grace)
+        self.http = create_http_client(policy)
+        self.delivery = DeliveryRuntime(db, self.http, config)
+        self.synced_version: str | None = None
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -92,9 +138,8 @@ class WorkerRuntime:
 
 async def _deliver_job(ctx: dict[str, Any], *, delivery_id: str) -> str:
     runtime: WorkerRuntime = ctx["mfo"]
-    delivery_runtime = DeliveryRuntime(runtime.db, runtime.http, runtime.allow_private)
-    status, retries = await deliver(delivery_runtime, delivery_id)
-    await runtime.queue.enqueue_work(retries)
+    status, work = await deliver(runtime.delivery, delivery_id)
+    await runtime.queue.enqueue_work(work)
     return status
 
 
@@ -105,7 +150,7 @@ async def _run_pipeline_job(ctx: dict[str, Any], *, run_id: str) -> str:
         db=runtime.db,
         config=runtime.config(),
         http=runtime.http,
-        allow_private=runtime.allow_private,
+        allow_private=runtime.policy.allow_private,
         run_id=run_id,
         work=work,
     )
@@ -118,21 +163,95 @@ _deliver_job.__qualname__ = _deliver_job.__name__ = DELIVER_JOB
 _run_pipeline_job.__qualname__ = _run_pipeline_job.__name__ = RUN_PIPELINE_JOB
 
 
+def _job_alive(job: Job | None, stall: timedelta) -> bool:
+    """Tell whether a job will still run, or is running and started within `stall`."""
+    if job is None:
+        return False
+    if job.status in _WAITING:
+        return True
+    if job.status != Status.ACTIVE or not job.started:
+        return False
+    started = datetime.fromtimestamp(job.started / 1000, UTC)
+    return datetime.now(UTC) - started < stall
+
+
 async def sweep_once(runtime: WorkerRuntime) -> int:
-    """Enqueue every due delivery and stalled run whose job seems lost."""
-    now = datetime.now(UTC)
-    bucket = f":sweep{int(time.time() // SWEEP_INTERVAL)}"
-    async with runtime.db.connection() as conn:
-        deliveries = await queries.due_deliveries(conn, now - _SWEEP_GRACE)
-        runs = await queries.stalled_runs(conn, now - _SWEEP_GRACE, now - _RUN_STALL)
-    work = [deliver_work(row["id"], row["attempts"], tag=bucket) for row in deliveries]
-    work += [run_work(run_id, tag=bucket) for run_id in runs]
-    if work:
-        logger.info(
-            "sweep re-enqueued %d deliveries and %d runs", len(deliveries), len(runs)
-        )
+    """Enqueue every due delivery and unfinished run whose job is gone.
+
+    Rows being sent are locked and skipped. Each re-enqueued row gets a job
+    key no other job has, stored before the enqueue, so a crash between the
+    two leaves a key the next sweep finds missing. Return the jobs enqueued.
+    """
+    await _sync_delivery_settings(runtime)
+    count = await _sweep_deliveries(runtime)
+    count += await _sweep_runs(runtime)
+    if count:
+        logger.info("sweep re-enqueued %d lost jobs", count)
+    return count
+
+
+async def _sync_delivery_settings(runtime: WorkerRuntime) -> None:
+    """Store YAML delivery settings again when a reload changed the config."""
+    config = runtime.config()
+    if config.version != runtime.synced_version:
+        await sync_delivery_settings(runtime.db, config)
+        runtime.synced_version = config.version
+
+
+async def _sweep_deliveries(runtime: WorkerRuntime) -> int:
+    count = 0
+    after: tuple[datetime, str] | None = None
+    due_before = datetime.now(UTC) - runtime.sweep_grace
+    for _ in range(_SWEEP_MAX_BATCHES):
+        async with runtime.db.transaction() as conn:
+            rows = await deliveries.due_deliveries(
+                conn, due_before, after, _SWEEP_BATCH
+            )
+            if not rows:
+                break
+            after = (rows[-1]["next_attempt_at"], rows[-1]["id"])
+            jobs = await runtime.queue.jobs([row["job_key"] for row in rows])
+            tag = new_tag("sweep")
+            work = [
+                deliver_work(row["id"], row["attempts"], tag=tag)
+                for row, job in zip(rows, jobs, strict=True)
+                if not _job_alive(job, runtime.sweep_grace)
+            ]
+            keys = [(item.kwargs["delivery_id"], item.key) for item in work]
+            await deliveries.set_job_keys(conn, keys)
         await runtime.queue.enqueue_work(work)
-    return len(work)
+        count += len(work)
+        if len(rows) < _SWEEP_BATCH:
+            break
+    return count
+
+
+async def _sweep_runs(runtime: WorkerRuntime) -> int:
+    count = 0
+    after: str | None = None
+    created_before = datetime.now(UTC) - runtime.sweep_grace
+    for _ in range(_SWEEP_MAX_BATCHES):
+        async with runtime.db.transaction() as conn:
+            rows = await queries.unfinished_runs(
+                conn, created_before, after, _SWEEP_BATCH
+            )
+            if not rows:
+                break
+            after = rows[-1]["id"]
+            jobs = await runtime.queue.jobs([row["job_key"] for row in rows])
+            tag = new_tag("sweep")
+            work = [
+                run_work(row["id"], tag=tag)
+                for row, job in zip(rows, jobs, strict=True)
+                if not _job_alive(job, _RUN_STALL)
+            ]
+            keys = [(item.kwargs["run_id"], item.key) for item in work]
+            await queries.set_run_job_keys(conn, keys)
+        await runtime.queue.enqueue_work(work)
+        count += len(work)
+        if len(rows) < _SWEEP_BATCH:
+            break
+    return count
 
 
 async def _sweep_forever(runtime: WorkerRuntime) -> None:
@@ -140,8 +259,10 @@ async def _sweep_forever(runtime: WorkerRuntime) -> None:
         try:
             await sweep_once(runtime)
         except Exception:
-            logger.exception("sweep failed; trying again in %.0fs", SWEEP_INTERVAL)
-        await asyncio.sleep(SWEEP_INTERVAL)
+            logger.exception(
+                "sweep failed; trying again in %.0fs", runtime.sweep_interval
+            )
+        await asyncio.sleep(runtime.sweep_interval)
 
 
 def create_worker(runtime: WorkerRuntime, concurrency: int = 16) -> Worker:

@@ -8,11 +8,22 @@ from litestar import Controller, get, post
 from litestar.datastructures import State
 
 from gateway.api.common import ApiError, jsonable, parse_limit, parse_time, runtime
-from gateway.events import deliver_work
-from gateway.store import queries
+from gateway.events import deliver_work, new_tag
+from gateway.store import deliveries
 
 _STATUSES = ("pending", "succeeded", "failed")
-_BATCH = 500
+_PAGE = 500
+_RETRY_FIELDS = (
+    "ids",
+    "status",
+    "subscription",
+    "event_type",
+    "since",
+    "until",
+    "dry_run",
+    "limit",
+    "after",
+)
 
 
 def _filters(
@@ -26,6 +37,14 @@ def _filters(
         raise ApiError(
             400, f"invalid status {status!r}; use one of {', '.join(_STATUSES)}"
         )
+    for name, value in (
+        ("subscription", subscription),
+        ("event_type", event_type),
+        ("since", since),
+        ("until", until),
+    ):
+        if value is not None and not isinstance(value, str):
+            raise ApiError(400, f"{name} must be a string")
     return {
         "status": status,
         "subscription": subscription,
@@ -36,16 +55,66 @@ def _filters(
 
 
 async def retry_deliveries(mfo: Any, ids: list[str]) -> list[str]:
-    """Put deliveries back to pending and enqueue one attempt each."""
-    async with mfo.db.connection() as conn:
-        changed = await queries.requeue_deliveries(conn, ids)
-        rows = [
-            await queries.get_delivery(conn, delivery_id) for delivery_id in changed
-        ]
-    tag = f":retry{len(rows)}"
-    work = [deliver_work(row["id"], row["attempts"], tag=tag) for row in rows if row]
+    """Put finished deliveries back to pending and enqueue one attempt each.
+
+    The new job keys are stored with the status change, so if the process
+    dies before enqueueing, the sweep finds the jobs missing and enqueues them.
+    """
+    if not ids:
+        return []
+    tag = new_tag("retry")
+    async with mfo.db.transaction() as conn:
+        rows = await deliveries.requeue_deliveries(conn, ids, tag)
+    work = [deliver_work(row["id"], row["attempts"], tag=tag) for row in rows]
     await mfo.queue.enqueue_work(work)
-    return changed
+    return [row["id"] for row in rows]
+
+
+def _retry_request(data: Any) -> tuple[dict[str, Any], bool, int | None, str | None]:
+    """Validate a bulk retry body; return filters, dry_run, page size and cursor."""
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    unknown = sorted(set(data) - set(_RETRY_FIELDS))
+    if unknown:
+        raise ApiError(
+            400,
+            f"unknown fields {', '.join(unknown)}; allowed: {', '.join(_RETRY_FIELDS)}",
+        )
+    status = data.get("status")
+    if status == "pending":
+        raise ApiError(400, "pending deliveries are already queued; nothing to retry")
+    filters = _filters(
+        status,
+        data.get("subscription"),
+        data.get("event_type"),
+        data.get("since"),
+        data.get("until"),
+    )
+    ids = data.get("ids")
+    if ids is not None:
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ApiError(400, "ids must be a list of delivery ids")
+        filters["ids"] = ids
+    elif not any(filters.values()):
+        raise ApiError(
+            400,
+            "give ids or at least one filter; retrying everything is not allowed",
+        )
+    elif status is None:
+        # A filter without a status selects dead letters, so running the same
+        # retry twice does not resend deliveries that succeeded in between.
+        filters["status"] = "failed"
+    filters["not_pending"] = True
+    dry_run = data.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise ApiError(400, "dry_run must be true or false")
+    limit = data.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+        raise ApiError(400, "limit must be a whole number")
+    after = data.get("after")
+    if after is not None and not isinstance(after, str):
+        raise ApiError(400, "after must be a delivery id")
+    return filters, dry_run, None if limit is None else parse_limit(limit), after
 
 
 class DeliveryController(Controller):
@@ -64,29 +133,29 @@ class DeliveryController(Controller):
         after: str | None = None,
         limit: int | None = None,
     ) -> dict[str, Any]:
-        """List deliveries oldest first; pass the last id as `after` for the next page."""
+        """List deliveries oldest first; `after` is the last id of the previous page."""
         filters = _filters(status, subscription, event_type, since, until)
         filters["after"] = after
         size = parse_limit(limit)
         async with runtime(state).db.connection() as conn:
-            rows = await queries.list_deliveries(conn, filters, size)
+            rows = await deliveries.list_deliveries(conn, filters, size)
         next_after = rows[-1]["id"] if len(rows) == size else None
         return {"deliveries": [jsonable(row) for row in rows], "next_after": next_after}
 
     @get("/{delivery_id:str}")
     async def get_delivery(self, state: State, delivery_id: str) -> dict[str, Any]:
         async with runtime(state).db.connection() as conn:
-            row = await queries.get_delivery(conn, delivery_id)
+            row = await deliveries.get_delivery(conn, delivery_id)
             if row is None:
                 raise ApiError(404, f"delivery {delivery_id!r} not found")
-            attempts = await queries.list_attempts(conn, delivery_id)
+            attempts = await deliveries.list_attempts(conn, delivery_id)
         return {**jsonable(row), "attempts_log": [jsonable(a) for a in attempts]}
 
     @post("/{delivery_id:str}/retry", status_code=202)
     async def retry_one(self, state: State, delivery_id: str) -> dict[str, Any]:
         mfo = runtime(state)
         async with mfo.db.connection() as conn:
-            row = await queries.get_delivery(conn, delivery_id)
+            row = await deliveries.get_delivery(conn, delivery_id)
         if row is None:
             raise ApiError(404, f"delivery {delivery_id!r} not found")
         if row["status"] == "pending":
@@ -95,53 +164,40 @@ class DeliveryController(Controller):
         return {"retried": retried}
 
     @post("/retry", status_code=200)
-    async def retry_many(self, state: State, data: dict[str, Any]) -> dict[str, Any]:
-        """Retry deliveries by `ids` or by filter; `dry_run` only counts them."""
+    async def retry_many(self, state: State, data: Any) -> dict[str, Any]:
+        """Retry deliveries by `ids` or by filter; `dry_run` only counts them.
+
+        A filter without `status` retries failed deliveries. With `limit`,
+        one page is retried and `next_after` is the `after` of the next page,
+        or null at the end, so a client can show progress and stop at any
+        page. Without it, every page is retried in this request.
+        """
         mfo = runtime(state)
-        allowed = {
-            "ids",
-            "status",
-            "subscription",
-            "event_type",
-            "since",
-            "until",
-            "dry_run",
-        }
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ApiError(400, f"unknown fields {', '.join(unknown)}")
-        filters = _filters(
-            data.get("status"),
-            data.get("subscription"),
-            data.get("event_type"),
-            data.get("since"),
-            data.get("until"),
-        )
-        ids = data.get("ids")
-        if ids is not None:
-            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-                raise ApiError(400, "ids must be a list of delivery ids")
-            filters["ids"] = ids
-        elif not any(filters.values()):
-            raise ApiError(
-                400,
-                "give ids or at least one filter; retrying everything is not allowed",
-            )
-        matched, retried, after = 0, 0, None
-        while True:
+        filters, dry_run, limit, after = _retry_request(data)
+        if dry_run:
             async with mfo.db.connection() as conn:
-                rows = await queries.list_deliveries(
-                    conn, {**filters, "after": after}, _BATCH
+                matched = await deliveries.count_deliveries(conn, filters)
+            return {
+                "matched": matched,
+                "retried": 0,
+                "dry_run": True,
+                "next_after": None,
+            }
+        matched, retried = 0, 0
+        while True:
+            size = limit or _PAGE
+            async with mfo.db.connection() as conn:
+                rows = await deliveries.list_deliveries(
+                    conn, {**filters, "after": after}, size
                 )
-            if not rows:
+            after = rows[-1]["id"] if len(rows) == size else None
+            matched += len(rows)
+            retried += len(await retry_deliveries(mfo, [row["id"] for row in rows]))
+            if limit is not None or after is None:
                 break
-            after = rows[-1]["id"]
-            candidates = [row["id"] for row in rows if row["status"] != "pending"]
-            matched += len(candidates)
-            if not data.get("dry_run"):
-                retried += len(await retry_deliveries(mfo, candidates))
         return {
             "matched": matched,
             "retried": retried,
-            "dry_run": bool(data.get("dry_run")),
+            "dry_run": False,
+            "next_after": after,
         }

@@ -1,7 +1,8 @@
-"""Create, list and delete subscriptions over HTTP."""
+"""Create, list, delete, pause, resume and re-key subscriptions over HTTP."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -10,14 +11,25 @@ from litestar.datastructures import State
 
 from gateway.api.common import ApiError, jsonable, runtime
 from gateway.config.checks import parse_duration
+from gateway.config.model import DeliveryDefaults
+from gateway.config.subscriptions import (
+    build_retry_policy,
+    parse_disable_after,
+    parse_max_in_flight,
+    parse_rate_limit,
+    parse_timeout,
+)
 from gateway.config.templates import (
     TemplateCompileError,
     compile_expression,
     compile_tree,
 )
+from gateway.delivery.egress import EgressPolicy, check_literal_target, egress_policy
 from gateway.delivery.signing import generate_secret, secret_key
+from gateway.events import deliver_work, new_tag
+from gateway.exceptions import EgressRejected
 from gateway.ids import new_id
-from gateway.store import queries
+from gateway.store import deliveries, queries
 
 _FIELDS = {
     "url",
@@ -29,17 +41,34 @@ _FIELDS = {
     "description",
     "headers",
     "timeout",
+    "connect_timeout",
+    "max_in_flight",
+    "rate_limit",
+    "disable_after",
 }
+# Grace periods of a secret rotation: the old secret signs for at most 30 days.
+DEFAULT_ROTATION_GRACE = 24 * 3600.0
+MAX_ROTATION_GRACE = 30 * 86400.0
+# Resuming enqueues this many held deliveries at once; the sweep sends the rest.
+_RESUME_PAGE = 500
+_RESUME_MAX = 10_000
+
+Errors = list[dict[str, str]]
 
 
-def _check_url(data: dict[str, Any], errors: list[dict[str, str]]) -> None:
+def _check_url(data: dict[str, Any], policy: EgressPolicy, errors: Errors) -> None:
     url = data.get("url")
     parts = urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         errors.append({"field": "url", "message": "must be an http:// or https:// URL"})
+        return
+    try:
+        check_literal_target(url, policy)
+    except EgressRejected as exc:
+        errors.append({"field": "url", "message": str(exc)})
 
 
-def _check_events(data: dict[str, Any], errors: list[dict[str, str]]) -> None:
+def _check_events(data: dict[str, Any], errors: Errors) -> None:
     events = data.get("events")
     if isinstance(events, str):
         data["events"] = [events]
@@ -53,7 +82,7 @@ def _check_events(data: dict[str, Any], errors: list[dict[str, str]]) -> None:
         )
 
 
-def _check_secret(data: dict[str, Any], errors: list[dict[str, str]]) -> None:
+def _check_secret(data: dict[str, Any], errors: Errors) -> None:
     secret = data.get("secret")
     if secret is None:
         data["secret"] = generate_secret()
@@ -64,7 +93,7 @@ def _check_secret(data: dict[str, Any], errors: list[dict[str, str]]) -> None:
         errors.append({"field": "secret", "message": str(exc)})
 
 
-def _check_templates(data: dict[str, Any], errors: list[dict[str, str]]) -> None:
+def _check_templates(data: dict[str, Any], errors: Errors) -> None:
     if data.get("filter") is not None:
         if not isinstance(data["filter"], str):
             errors.append(
@@ -84,51 +113,67 @@ def _check_templates(data: dict[str, Any], errors: list[dict[str, str]]) -> None
             errors.append({"field": "template", "message": f"invalid template: {exc}"})
 
 
-def _check_retry(
-    data: dict[str, Any], defaults: dict[str, Any], errors: list[dict[str, str]]
-) -> dict[str, Any]:
-    retry = data.get("retry")
-    if retry is None:
-        return defaults["retry"]
-    if not isinstance(retry, dict) or set(retry) - {"schedule", "jitter"}:
-        errors.append(
-            {"field": "retry", "message": "must be {schedule: [...], jitter: 0.2}"}
-        )
-        return defaults["retry"]
+def _setting(
+    data: dict[str, Any],
+    key: str,
+    parse: Callable[[Any], Any],
+    default: Any,
+    errors: Errors,
+) -> Any:
+    if key not in data:
+        return default
     try:
-        schedule = [parse_duration(item) for item in retry.get("schedule", [])]
+        return parse(data[key])
     except ValueError as exc:
-        errors.append({"field": "retry.schedule", "message": str(exc)})
-        schedule = []
-    jitter = retry.get("jitter", defaults["retry"]["jitter"])
-    if (
-        isinstance(jitter, bool)
-        or not isinstance(jitter, int | float)
-        or not 0 <= jitter <= 1
-    ):
-        errors.append(
-            {"field": "retry.jitter", "message": "must be a number from 0 to 1"}
-        )
-        jitter = 0.0
-    if "schedule" not in retry:
-        schedule = defaults["retry"]["schedule"]
-    return {"schedule": schedule, "jitter": jitter}
+        errors.append({"field": key, "message": str(exc)})
+        return default
 
 
-def parse_subscription(data: Any, defaults: dict[str, Any]) -> dict[str, Any]:
+def _check_settings(
+    data: dict[str, Any], defaults: DeliveryDefaults, errors: Errors
+) -> dict[str, Any]:
+    """Read the delivery settings, with the same meaning as in subscriptions.yaml."""
+
+    def report(path: str, message: str, container: Any, key: str | int) -> None:
+        errors.append({"field": path, "message": message})
+
+    retry = defaults.retry
+    if data.get("retry") is not None:
+        retry = build_retry_policy(data, "retry", defaults.retry, "retry", report)
+    return {
+        "timeout": _setting(data, "timeout", parse_timeout, defaults.timeout, errors),
+        "connect_timeout": _setting(
+            data, "connect_timeout", parse_timeout, defaults.connect_timeout, errors
+        ),
+        "retry": retry.as_dict(),
+        "max_in_flight": _setting(
+            data, "max_in_flight", parse_max_in_flight, defaults.max_in_flight, errors
+        ),
+        "rate_limit": _setting(
+            data, "rate_limit", parse_rate_limit, defaults.rate_limit, errors
+        ),
+        "disable_after": _setting(
+            data, "disable_after", parse_disable_after, defaults.disable_after, errors
+        ),
+    }
+
+
+def parse_subscription(
+    data: Any, defaults: DeliveryDefaults, policy: EgressPolicy
+) -> dict[str, Any]:
     """Validate a subscribe request body and return the row to insert."""
     if not isinstance(data, dict):
         raise ApiError(400, "request body must be a JSON object")
-    errors: list[dict[str, str]] = []
+    errors: Errors = []
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
         errors.append({"field": ", ".join(unknown), "message": "unknown field"})
     data = dict(data)
-    _check_url(data, errors)
+    _check_url(data, policy, errors)
     _check_events(data, errors)
     _check_secret(data, errors)
     _check_templates(data, errors)
-    retry = _check_retry(data, defaults, errors)
+    settings = _check_settings(data, defaults, errors)
     headers = data.get("headers") or {}
     if not isinstance(headers, dict) or not all(
         isinstance(v, str) for v in headers.values()
@@ -136,14 +181,6 @@ def parse_subscription(data: Any, defaults: dict[str, Any]) -> dict[str, Any]:
         errors.append(
             {"field": "headers", "message": "must map header names to strings"}
         )
-    timeout = defaults["timeout"]
-    if data.get("timeout") is not None:
-        try:
-            timeout = parse_duration(data["timeout"])
-            if not 0 < timeout <= 300:
-                raise ValueError("timeout must be between 1ms and 5m")
-        except ValueError as exc:
-            errors.append({"field": "timeout", "message": str(exc)})
     description = data.get("description") or ""
     if not isinstance(description, str):
         errors.append({"field": "description", "message": "must be a string"})
@@ -157,10 +194,69 @@ def parse_subscription(data: Any, defaults: dict[str, Any]) -> dict[str, Any]:
         "filter": data.get("filter"),
         "template": data.get("template"),
         "headers": headers,
-        "timeout": timeout,
-        "retry": retry,
         "description": description,
+        **settings,
     }
+
+
+def _parse_rotation(data: Any) -> tuple[str, float]:
+    """Read a rotation body: an optional new `secret` and a `grace` duration."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    unknown = sorted(set(data) - {"secret", "grace"})
+    if unknown:
+        raise ApiError(
+            400, f"unknown fields {', '.join(unknown)}; allowed: grace, secret"
+        )
+    secret = data.get("secret")
+    if secret is None:
+        secret = generate_secret()
+    try:
+        secret_key(secret if isinstance(secret, str) else "")
+    except ValueError as exc:
+        raise ApiError(400, f"invalid secret: {exc}") from None
+    grace = DEFAULT_ROTATION_GRACE
+    if data.get("grace") is not None:
+        try:
+            grace = parse_duration(data["grace"])
+        except ValueError as exc:
+            raise ApiError(400, f"invalid grace: {exc}") from None
+        if grace > MAX_ROTATION_GRACE:
+            raise ApiError(400, f"grace {data['grace']!r} is longer than 30d")
+    return secret, grace
+
+
+async def _enqueue_held(mfo: Any, sub_id: str) -> int:
+    """Enqueue the pending deliveries of a subscription that was paused or disabled."""
+    tag, after, count = new_tag("resume"), None, 0
+    while count < _RESUME_MAX:
+        async with mfo.db.transaction() as conn:
+            rows = await deliveries.claim_pending(
+                conn, sub_id, after, _RESUME_PAGE, tag
+            )
+        if not rows:
+            break
+        after = rows[-1]["id"]
+        work = [
+            deliver_work(
+                row["id"], row["attempts"], row["next_attempt_at"].timestamp(), tag
+            )
+            for row in rows
+        ]
+        await mfo.queue.enqueue_work(work)
+        count += len(rows)
+    return count
+
+
+def _secret_in_yaml(mfo: Any, row: dict[str, Any]) -> bool:
+    """Tell whether subscriptions.yaml sets this subscription's secret."""
+    if row["source"] != "config":
+        return False
+    declared = {sub.name: sub for sub in mfo.config().subscriptions}
+    sub = declared.get(row["name"])
+    return sub is not None and sub.secret is not None
 
 
 class SubscriptionController(Controller):
@@ -171,10 +267,8 @@ class SubscriptionController(Controller):
     async def subscribe(self, state: State, data: Any) -> dict[str, Any]:
         """Create a subscription; a `whsec_` secret is generated when none is given."""
         mfo = runtime(state)
-        defaults = mfo.config().defaults
-        row = parse_subscription(
-            data, {"timeout": defaults.timeout, "retry": defaults.retry.as_dict()}
-        )
+        policy = egress_policy(mfo.settings)
+        row = parse_subscription(data, mfo.config().defaults, policy)
         async with mfo.db.connection() as conn:
             created = await queries.insert_subscription(conn, row)
         return jsonable(created)
@@ -207,3 +301,64 @@ class SubscriptionController(Controller):
                 )
             await queries.delete_subscription(conn, row["id"])
         return {"id": row["id"], "deleted": True}
+
+    @post("/subscriptions/{sub_id:str}/pause", status_code=200)
+    async def pause(self, state: State, sub_id: str) -> dict[str, Any]:
+        """Stop sending; deliveries wait, due or not, until the subscription resumes."""
+        async with runtime(state).db.connection() as conn:
+            row = await queries.get_subscription(conn, sub_id)
+            if row is None:
+                raise ApiError(404, f"subscription {sub_id!r} not found")
+            if row["status"] == "paused":
+                return jsonable(row)
+            paused = await queries.change_subscription_status(
+                conn, row["id"], "paused", "paused over the API", ("active",)
+            )
+        if paused is None:
+            raise ApiError(
+                409,
+                f"subscription {sub_id!r} is {row['status']}; only an active"
+                " subscription can be paused",
+            )
+        return jsonable(paused)
+
+    @post("/subscriptions/{sub_id:str}/resume", status_code=200)
+    async def resume(self, state: State, sub_id: str) -> dict[str, Any]:
+        """Send again, from paused or disabled; held deliveries go out now."""
+        mfo = runtime(state)
+        async with mfo.db.connection() as conn:
+            row = await queries.get_subscription(conn, sub_id)
+            if row is None:
+                raise ApiError(404, f"subscription {sub_id!r} not found")
+            resumed = await queries.change_subscription_status(
+                conn, row["id"], "active", None, ("paused", "disabled")
+            )
+        if resumed is None:
+            return {**jsonable(row), "resumed_deliveries": 0}
+        count = await _enqueue_held(mfo, row["id"])
+        return {**jsonable(resumed), "resumed_deliveries": count}
+
+    @post("/subscriptions/{sub_id:str}/rotate-secret", status_code=200)
+    async def rotate_secret(
+        self, state: State, sub_id: str, data: Any = None
+    ) -> dict[str, Any]:
+        """Replace the signing secret; during `grace` (default 24h) both sign.
+
+        The body may give the new `secret`; one is generated otherwise.
+        """
+        secret, grace = _parse_rotation(data)
+        mfo = runtime(state)
+        async with mfo.db.connection() as conn:
+            row = await queries.get_subscription(conn, sub_id)
+            if row is None:
+                raise ApiError(404, f"subscription {sub_id!r} not found")
+            if _secret_in_yaml(mfo, row):
+                raise ApiError(
+                    409,
+                    f"subscription {sub_id!r} takes its secret from"
+                    " subscriptions.yaml; change it there and reload, and the old"
+                    " secret keeps signing for 24h",
+                )
+            rotated = await queries.rotate_secret(conn, row["id"], secret, grace)
+        assert rotated is not None
+        return jsonable(rotated)

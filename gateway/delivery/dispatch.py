@@ -1,114 +1,241 @@
-"""Make one attempt of a delivery and decide what happens next."""
+"""Make one attempt of a delivery and decide what happens next.
+
+A job for a delivery may arrive late, early, twice, or after the delivery
+has finished, so the row in PostgreSQL decides. An attempt is made only
+under the row's lock, while the delivery is pending and due and its
+subscription is active, so duplicate jobs never add attempts.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from psycopg.errors import LockNotAvailable
 
+from gateway.config.model import GatewayConfig
+from gateway.config.templates import RenderError
+from gateway.delivery.policy import next_delay
 from gateway.delivery.sender import AttemptOutcome, render_body, send_attempt
-from gateway.events import Work, deliver_work
-from gateway.store import queries
+from gateway.events import (
+    DELIVERY_FAILED,
+    DELIVERY_RECOVERED,
+    OPERATIONAL_EVENT_TYPES,
+    SUBSCRIPTION_DISABLED,
+    Work,
+    deliver_work,
+    emit_operational_event,
+    new_tag,
+)
+from gateway.store import deliveries, queries
 from gateway.store.database import Connection, Database
 
 logger = logging.getLogger(__name__)
 
 # A job that arrives this much before its delivery is due is a stray duplicate.
 _EARLY_TOLERANCE = timedelta(seconds=1)
+# Statements other than attempts hold a delivery row for milliseconds, so a
+# row still locked after this long is being sent by another worker.
+_LOCK_WAIT = 1.0
+# A job waits in place for a send slot this close; a later slot is rescheduled.
+_SLOT_SLEEP_LIMIT = 1.0
+# Seconds until a delivery tries again when its subscription has every
+# in-flight slot taken; the spread keeps waiting jobs from waking together.
+_IN_FLIGHT_RETRY = (0.5, 1.5)
 
 
 @dataclass(frozen=True)
 class DeliveryRuntime:
+    """The database, guarded HTTP client and config that an attempt uses."""
+
     db: Database
     http: httpx.AsyncClient
-    allow_private: bool
-
-
-def next_delay(
-    retry: dict[str, Any], attempts_made: int, retry_after: float | None
-) -> float | None:
-    """Return seconds until the next attempt, or None when the schedule is spent."""
-    schedule = list(retry.get("schedule", []))
-    if attempts_made > len(schedule):
-        return None
-    if retry_after is not None:
-        return retry_after
-    delay = float(schedule[attempts_made - 1])
-    jitter = float(retry.get("jitter", 0.0))
-    return max(0.0, delay * random.uniform(1 - jitter, 1 + jitter))
+    config: Callable[[], GatewayConfig]
 
 
 async def deliver(runtime: DeliveryRuntime, delivery_id: str) -> tuple[str, list[Work]]:
-    """Attempt a due delivery; return its status and any retry to enqueue."""
-    async with runtime.db.transaction() as conn:
-        row = await queries.delivery_for_sending(conn, delivery_id)
+    """Attempt a due delivery; return what happened and the jobs to enqueue."""
+    async with runtime.db.connection() as conn:
+        row = await deliveries.peek_delivery(conn, delivery_id)
         if row is None:
+            return "missing", []
+        waiting = _reason_to_wait(row)
+        if waiting is not None:
+            return waiting, []
+        if row["rate_limit"]:
+            paced = await _wait_for_send_slot(conn, row)
+            if paced is not None:
+                return paced
+        try:
+            async with conn.transaction():
+                return await _deliver_locked(conn, runtime, delivery_id)
+        except LockNotAvailable:
             return "busy", []
-        if row["status"] != "pending":
-            return row["status"], []
-        if row["subscription_deleted_at"] is not None:
-            await _finish(conn, row, "failed", None, "subscription was deleted")
-            return "failed", []
-        if row["subscription_status"] != "active":
-            return "held", []
-        due = row["next_attempt_at"]
-        if due is not None and due > datetime.now(UTC) + _EARLY_TOLERANCE:
-            return "scheduled", []
-        return await _attempt(conn, runtime, row)
+
+
+def _reason_to_wait(row: dict[str, Any]) -> str | None:
+    """Say why no attempt is due now, or return None when one is."""
+    if row["status"] != "pending":
+        return str(row["status"])
+    if row["subscription_deleted_at"] is not None:
+        return None
+    if row["subscription_status"] != "active":
+        return "held"
+    due = row["next_attempt_at"]
+    if due is not None and due > datetime.now(UTC) + _EARLY_TOLERANCE:
+        return "scheduled"
+    return None
+
+
+async def _wait_for_send_slot(
+    conn: Connection, row: dict[str, Any]
+) -> tuple[str, list[Work]] | None:
+    """Keep a rate-limited subscription's sends spaced; None means send now.
+
+    A slot reserved earlier and not yet stale is used; otherwise a new one is
+    reserved. A slot within a second is waited for here, and a later one
+    moves the delivery there.
+    """
+    interval = 1.0 / float(row["rate_limit"])
+    now = datetime.now(UTC)
+    slot = row["slot_at"]
+    if slot is None or slot < now - timedelta(seconds=interval):
+        slot = await deliveries.reserve_send_slot(
+            conn, row["subscription_id"], interval
+        )
+    wait = (slot - datetime.now(UTC)).total_seconds()
+    if wait <= _SLOT_SLEEP_LIMIT:
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return None
+    job = deliver_work(row["id"], row["attempts"], slot.timestamp(), new_tag("paced"))
+    moved = await deliveries.postpone_delivery(
+        conn, row["id"], row["attempts"], slot, job.key, slot
+    )
+    return ("paced", [job]) if moved else ("busy", [])
+
+
+async def _deliver_locked(
+    conn: Connection, runtime: DeliveryRuntime, delivery_id: str
+) -> tuple[str, list[Work]]:
+    row = await deliveries.lock_delivery(conn, delivery_id, _LOCK_WAIT)
+    if row is None:
+        return "missing", []
+    waiting = _reason_to_wait(row)
+    if waiting is not None:
+        return waiting, []
+    if row["subscription_deleted_at"] is not None:
+        await _finish(conn, row, "failed", None, "subscription was deleted")
+        return "failed", []
+    limit = row["max_in_flight"]
+    if limit and not await deliveries.try_in_flight_slot(
+        conn, row["subscription_id"], limit
+    ):
+        due = datetime.now(UTC) + timedelta(seconds=random.uniform(*_IN_FLIGHT_RETRY))
+        job = deliver_work(row["id"], row["attempts"], due.timestamp(), new_tag("busy"))
+        await deliveries.postpone_delivery(
+            conn, row["id"], row["attempts"], due, job.key, None
+        )
+        return "throttled", [job]
+    return await _attempt(conn, runtime, row)
 
 
 async def _attempt(
     conn: Connection, runtime: DeliveryRuntime, row: dict[str, Any]
 ) -> tuple[str, list[Work]]:
-    body = render_body(
-        row["event_id"],
-        row["event_type"],
-        row["event_created_at"],
-        row["event_data"],
-        row["template"],
-    )
-    outcome = await send_attempt(
+    number = row["attempts"] + 1
+    outcome = await _send(runtime, row)
+    await deliveries.record_attempt(conn, _attempt_row(row["id"], number, outcome))
+    _log_attempt(row, number, outcome)
+    if outcome.succeeded:
+        return await _succeed(conn, runtime, row, number, outcome)
+    if outcome.gone:
+        reason = f"the subscriber answered 410 Gone to delivery {row['id']}"
+        work = await _disable(conn, runtime, row, number, reason)
+        work += await _dead_letter(conn, runtime, row, number, outcome)
+        return "failed", work
+    return await _retry_or_dead_letter(conn, runtime, row, number, outcome)
+
+
+async def _send(runtime: DeliveryRuntime, row: dict[str, Any]) -> AttemptOutcome:
+    try:
+        body = render_body(
+            row["event_id"],
+            row["event_type"],
+            row["event_created_at"],
+            row["event_data"],
+            row["template"],
+        )
+    except RenderError as exc:
+        # A template can be fixed by a reload, so this counts as a failed attempt.
+        return AttemptOutcome(
+            started_at=datetime.now(UTC), duration_ms=0.0, error=f"template: {exc}"
+        )
+    return await send_attempt(
         runtime.http,
         url=row["url"],
         body=body,
         message_id=row["id"],
-        secrets=[row["secret"]],
+        secrets=_signing_secrets(row),
         extra_headers=row["headers"] or {},
         timeout=row["timeout"],
-        allow_private=runtime.allow_private,
+        connect_timeout=row["connect_timeout"],
     )
-    number = row["attempts"] + 1
-    await queries.record_attempt(conn, _attempt_row(row["id"], number, outcome))
-    _log_attempt(row, number, outcome)
 
-    if outcome.succeeded:
-        await _finish(conn, row, "succeeded", outcome, None, number)
+
+def _signing_secrets(row: dict[str, Any]) -> list[str]:
+    """Return the current secret, and the previous one while its grace period lasts."""
+    secrets = [row["secret"]]
+    expires = row["previous_secret_expires_at"]
+    if row["previous_secret"] and expires and expires > datetime.now(UTC):
+        secrets.append(row["previous_secret"])
+    return secrets
+
+
+async def _succeed(
+    conn: Connection,
+    runtime: DeliveryRuntime,
+    row: dict[str, Any],
+    number: int,
+    outcome: AttemptOutcome,
+) -> tuple[str, list[Work]]:
+    await _finish(conn, row, "succeeded", outcome, None, number)
+    if row["failing_since"] is not None:
+        await queries.clear_subscription_failing(conn, row["subscription_id"])
+    if row["dead_lettered_at"] is None or row["event_type"] in OPERATIONAL_EVENT_TYPES:
         return "succeeded", []
-    if outcome.gone:
-        reason = f"subscriber answered 410 Gone to delivery {row['id']}"
-        await queries.set_subscription_status(
-            conn, row["subscription_id"], "disabled", reason
-        )
-        await _finish(conn, row, "failed", outcome, outcome.error, number)
-        logger.error("subscription %s disabled: %s", row["subscription_id"], reason)
-        return "failed", []
-    delay = next_delay(row["retry"], number, outcome.retry_after)
+    logger.info("delivery %s recovered after a dead letter", row["id"])
+    work = await emit_operational_event(
+        conn,
+        runtime.config(),
+        DELIVERY_RECOVERED,
+        _delivery_data(row, number, outcome),
+        f"{DELIVERY_RECOVERED}:{row['id']}:{number}",
+    )
+    return "succeeded", work
+
+
+async def _retry_or_dead_letter(
+    conn: Connection,
+    runtime: DeliveryRuntime,
+    row: dict[str, Any],
+    number: int,
+    outcome: AttemptOutcome,
+) -> tuple[str, list[Work]]:
+    work = await _track_failure(conn, runtime, row, number)
+    delay = next_delay(row["retry"], row["event_type"], number, outcome.retry_after)
     if delay is None:
-        await _finish(conn, row, "failed", outcome, outcome.error, number)
-        logger.error(
-            "delivery %s to subscription %s failed after %d attempts: %s",
-            row["id"],
-            row["subscription_id"],
-            number,
-            outcome.error,
-        )
-        return "failed", []
+        work += await _dead_letter(conn, runtime, row, number, outcome)
+        return "failed", work
     due = datetime.now(UTC) + timedelta(seconds=delay)
-    await queries.update_delivery(
+    job = deliver_work(row["id"], number, scheduled=due.timestamp())
+    await deliveries.update_delivery(
         conn,
         row["id"],
         status="pending",
@@ -116,6 +243,7 @@ async def _attempt(
         next_attempt_at=due,
         last_status=outcome.status_code,
         last_error=outcome.error,
+        job_key=job.key,
     )
     logger.warning(
         "delivery %s attempt %d failed (%s); retry in %.1fs",
@@ -124,7 +252,97 @@ async def _attempt(
         outcome.error,
         delay,
     )
-    return "pending", [deliver_work(row["id"], number, scheduled=due.timestamp())]
+    return "pending", [job, *work]
+
+
+async def _track_failure(
+    conn: Connection, runtime: DeliveryRuntime, row: dict[str, Any], number: int
+) -> list[Work]:
+    """Note that the subscription is failing, and disable it past its window."""
+    since = row["failing_since"]
+    if since is None:
+        await queries.mark_subscription_failing(conn, row["subscription_id"])
+        return []
+    window = row["disable_after"]
+    failing_for = (datetime.now(UTC) - since).total_seconds()
+    if window is None or failing_for <= window:
+        return []
+    reason = (
+        f"every attempt failed for {failing_for:.0f}s since"
+        f" {since.astimezone(UTC).isoformat()}, past the limit of {window:g}s"
+    )
+    return await _disable(conn, runtime, row, number, reason)
+
+
+async def _disable(
+    conn: Connection,
+    runtime: DeliveryRuntime,
+    row: dict[str, Any],
+    number: int,
+    reason: str,
+) -> list[Work]:
+    changed = await queries.change_subscription_status(
+        conn, row["subscription_id"], "disabled", reason, ("active", "paused")
+    )
+    if changed is None:
+        return []
+    logger.error("subscription %s disabled: %s", row["subscription_id"], reason)
+    data = {
+        "subscription_id": row["subscription_id"],
+        "subscription_name": row["subscription_name"],
+        "url": row["url"],
+        "reason": reason,
+        "delivery_id": row["id"],
+    }
+    key = f"{SUBSCRIPTION_DISABLED}:{row['subscription_id']}:{row['id']}:{number}"
+    return await emit_operational_event(
+        conn, runtime.config(), SUBSCRIPTION_DISABLED, data, key
+    )
+
+
+async def _dead_letter(
+    conn: Connection,
+    runtime: DeliveryRuntime,
+    row: dict[str, Any],
+    number: int,
+    outcome: AttemptOutcome,
+) -> list[Work]:
+    await _finish(conn, row, "failed", outcome, outcome.error, number, True)
+    logger.error(
+        "delivery %s of event %s to subscription %s is a dead letter after %d"
+        " attempts: %s",
+        row["id"],
+        row["event_id"],
+        row["subscription_id"],
+        number,
+        outcome.error,
+    )
+    if row["event_type"] in OPERATIONAL_EVENT_TYPES:
+        # Reporting a failed report could loop, so it stops at the log line.
+        return []
+    return await emit_operational_event(
+        conn,
+        runtime.config(),
+        DELIVERY_FAILED,
+        _delivery_data(row, number, outcome),
+        f"{DELIVERY_FAILED}:{row['id']}:{number}",
+    )
+
+
+def _delivery_data(
+    row: dict[str, Any], number: int, outcome: AttemptOutcome
+) -> dict[str, Any]:
+    return {
+        "delivery_id": row["id"],
+        "event_id": row["event_id"],
+        "event_type": row["event_type"],
+        "subscription_id": row["subscription_id"],
+        "subscription_name": row["subscription_name"],
+        "url": row["url"],
+        "attempts": number,
+        "last_status": outcome.status_code,
+        "last_error": outcome.error,
+    }
 
 
 async def _finish(
@@ -134,8 +352,9 @@ async def _finish(
     outcome: AttemptOutcome | None,
     error: str | None,
     attempts: int | None = None,
+    dead_letter: bool = False,
 ) -> None:
-    await queries.update_delivery(
+    await deliveries.update_delivery(
         conn,
         row["id"],
         status=status,
@@ -143,6 +362,7 @@ async def _finish(
         next_attempt_at=None,
         last_status=outcome.status_code if outcome else None,
         last_error=error,
+        dead_letter=dead_letter,
     )
 
 

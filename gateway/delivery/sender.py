@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,7 +16,6 @@ from typing import Any
 import httpx
 
 from gateway.config.templates import TreeTemplate, compile_tree
-from gateway.delivery.egress import check_url
 from gateway.delivery.signing import signature_headers
 from gateway.exceptions import EgressRejected
 
@@ -22,7 +23,10 @@ logger = logging.getLogger(__name__)
 
 RESPONSE_EXCERPT_BYTES = 4096
 USER_AGENT = "mfo-webhooks/0.1"
-_MAX_RETRY_AFTER = 24 * 3600.0
+# A Retry-After below one second would let a receiver ask to be hammered, and
+# one above a day would park a delivery longer than any default delay.
+MIN_RETRY_AFTER = 1.0
+MAX_RETRY_AFTER = 24 * 3600.0
 
 
 @dataclass
@@ -79,7 +83,7 @@ def render_body(
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Read Retry-After as seconds or an HTTP date, clamped to 0..24h."""
+    """Read Retry-After as seconds or an HTTP date, clamped to 1s..24h."""
     if not value:
         return None
     value = value.strip()
@@ -92,7 +96,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
             return None
     if seconds != seconds:  # NaN
         return None
-    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+    return min(max(seconds, MIN_RETRY_AFTER), MAX_RETRY_AFTER)
 
 
 async def send_attempt(
@@ -104,37 +108,41 @@ async def send_attempt(
     secrets: list[str],
     extra_headers: dict[str, str],
     timeout: float,
-    allow_private: bool,
+    connect_timeout: float,
 ) -> AttemptOutcome:
-    """POST one signed attempt; never raise for network or HTTP failures."""
+    """POST one signed attempt; never raise for network or HTTP failures.
+
+    Every attempt is signed with its own timestamp. `connect_timeout` bounds
+    DNS, TCP and TLS setup and `timeout` each wait for the response, and the
+    whole attempt may take at most their sum.
+    """
     started_at = datetime.now().astimezone()
     clock = time.perf_counter()
-    timestamp = int(time.time())
     headers = {
         **extra_headers,
         "content-type": "application/json",
         "user-agent": USER_AGENT,
-        **signature_headers(secrets, message_id, timestamp, body),
+        **signature_headers(secrets, message_id, int(time.time()), body),
     }
     try:
-        await check_url(url, allow_private)
-        async with client.stream(
-            "POST",
-            url,
-            content=body,
-            headers=headers,
-            timeout=timeout,
-            follow_redirects=False,
-        ) as response:
-            excerpt = await _read_excerpt(response)
+        async with asyncio.timeout(connect_timeout + timeout):
+            async with client.stream(
+                "POST",
+                url,
+                content=body,
+                headers=headers,
+                timeout=httpx.Timeout(timeout, connect=connect_timeout),
+                follow_redirects=False,
+            ) as response:
+                excerpt = await _read_excerpt(response)
     except EgressRejected as exc:
         return _failed(started_at, clock, f"rejected target: {exc}")
-    except httpx.TimeoutException as exc:
-        return _failed(
-            started_at, clock, f"timed out after {timeout:g}s ({type(exc).__name__})"
-        )
+    except TimeoutError:
+        total = connect_timeout + timeout
+        return _failed(started_at, clock, f"timed out after {total:g}s in total")
     except httpx.HTTPError as exc:
-        return _failed(started_at, clock, f"{type(exc).__name__}: {exc}")
+        error = _describe_error(exc, timeout, connect_timeout)
+        return _failed(started_at, clock, error)
     outcome = AttemptOutcome(
         started_at=started_at,
         duration_ms=(time.perf_counter() - clock) * 1000,
@@ -152,6 +160,32 @@ async def send_attempt(
     elif not outcome.succeeded:
         outcome.error = f"HTTP {response.status_code}"
     return outcome
+
+
+def _describe_error(exc: httpx.HTTPError, timeout: float, connect: float) -> str:
+    """Name a network failure in the words an operator searches for."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"connect timed out after {connect:g}s: {exc}"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out after {timeout:g}s waiting for the response"
+    if _caused_by(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc}"
+    if isinstance(exc, httpx.ConnectError) and str(exc).startswith("DNS lookup"):
+        return str(exc)
+    if isinstance(exc, httpx.ConnectError):
+        return f"connection failed: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def _read_excerpt(response: httpx.Response) -> str:

@@ -42,6 +42,8 @@ class Database:
             min_size=min_size,
             max_size=max_size,
             kwargs={"row_factory": dict_row, "autocommit": True},
+            # A connection broken by a server restart is replaced before use.
+            check=AsyncConnectionPool.check_connection,
             open=False,
             name="mfo",
         )

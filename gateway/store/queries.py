@@ -84,13 +84,16 @@ async def get_event(conn: Connection, event_id: str) -> dict[str, Any] | None:
 
 
 async def insert_run(
-    conn: Connection, run_id: str, pipeline: str, event_id: str
-) -> None:
-    await conn.execute(
-        "INSERT INTO mfo_pipeline_runs (id, pipeline, event_id) VALUES (%s, %s, %s)"
-        " ON CONFLICT (event_id, pipeline) DO NOTHING",
-        (run_id, pipeline, event_id),
+    conn: Connection, run_id: str, pipeline: str, event_id: str, job_key: str
+) -> bool:
+    """Insert a queued run; return False if the event already has a run of it."""
+    cursor = await conn.execute(
+        "INSERT INTO mfo_pipeline_runs (id, pipeline, event_id, job_key)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT (event_id, pipeline) DO NOTHING"
+        " RETURNING id",
+        (run_id, pipeline, event_id, job_key),
     )
+    return await cursor.fetchone() is not None
 
 
 async def get_run(conn: Connection, run_id: str) -> dict[str, Any] | None:
@@ -127,24 +130,44 @@ async def finish_run(
     )
 
 
-async def stalled_runs(
-    conn: Connection, queued_before: datetime, started_before: datetime
-) -> list[str]:
-    """Return runs still queued, or running so long that their worker must have died."""
+async def unfinished_runs(
+    conn: Connection, created_before: datetime, after: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """Lock queued or running runs created before a time, skipping locked ones.
+
+    Rows come in id order, which is creation order, after the id `after`.
+    """
     cursor = await conn.execute(
-        "SELECT id FROM mfo_pipeline_runs WHERE (status = 'queued' AND created_at < %s)"
-        " OR (status = 'running' AND started_at < %s) ORDER BY created_at LIMIT 1000",
-        (queued_before, started_before),
+        "SELECT id, status, job_key, started_at FROM mfo_pipeline_runs"
+        " WHERE status IN ('queued', 'running') AND created_at < %s AND id > %s"
+        " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+        (created_before, after or "", limit),
     )
-    return [row["id"] for row in await cursor.fetchall()]
+    return await cursor.fetchall()
+
+
+async def set_run_job_keys(conn: Connection, keys: Sequence[tuple[str, str]]) -> None:
+    """Store the job key enqueued for each run id."""
+    if not keys:
+        return
+    await conn.execute(
+        "UPDATE mfo_pipeline_runs r SET job_key = k.key"
+        " FROM unnest(%s::text[], %s::text[]) AS k(id, key) WHERE r.id = k.id",
+        ([run_id for run_id, _ in keys], [key for _, key in keys]),
+    )
 
 
 # subscriptions
 
+# Every column but previous_secret, which only signing reads.
 _SUBSCRIPTION_COLUMNS = (
     "id, name, source, url, events, secret, filter, template, headers, timeout,"
-    " retry, description, status, status_reason, created_at, updated_at"
+    " connect_timeout, retry, max_in_flight, rate_limit, disable_after, description,"
+    " status, status_reason, failing_since, previous_secret_expires_at, created_at,"
+    " updated_at"
 )
+# How long the secret that a changed subscriptions.yaml replaces stays valid.
+CONFIG_SECRET_GRACE_SECONDS = 24 * 3600
 
 
 async def upsert_config_subscription(conn: Connection, row: dict[str, Any]) -> None:
@@ -159,6 +182,13 @@ async def upsert_config_subscription(conn: Connection, row: dict[str, Any]) -> N
         " events = EXCLUDED.events,"
         " secret = CASE WHEN %(secret_given)s THEN EXCLUDED.secret"
         "   ELSE mfo_subscriptions.secret END,"
+        " previous_secret = CASE WHEN %(secret_given)s"
+        "   AND EXCLUDED.secret <> mfo_subscriptions.secret"
+        "   THEN mfo_subscriptions.secret ELSE mfo_subscriptions.previous_secret END,"
+        " previous_secret_expires_at = CASE WHEN %(secret_given)s"
+        "   AND EXCLUDED.secret <> mfo_subscriptions.secret"
+        "   THEN now() + make_interval(secs => %(grace)s)"
+        "   ELSE mfo_subscriptions.previous_secret_expires_at END,"
         " filter = EXCLUDED.filter, template = EXCLUDED.template,"
         " headers = EXCLUDED.headers, timeout = EXCLUDED.timeout,"
         " retry = EXCLUDED.retry, description = EXCLUDED.description,"
@@ -168,7 +198,25 @@ async def upsert_config_subscription(conn: Connection, row: dict[str, Any]) -> N
             "template": Jsonb(row["template"]) if row["template"] is not None else None,
             "headers": Jsonb(row["headers"]),
             "retry": Jsonb(row["retry"]),
+            "grace": CONFIG_SECRET_GRACE_SECONDS,
         },
+    )
+
+
+async def set_delivery_settings(
+    conn: Connection, name: str, settings: dict[str, Any]
+) -> None:
+    """Store the limits and connect timeout of a subscription declared in YAML."""
+    await conn.execute(
+        "UPDATE mfo_subscriptions SET connect_timeout = %(connect_timeout)s,"
+        " max_in_flight = %(max_in_flight)s, rate_limit = %(rate_limit)s,"
+        " disable_after = %(disable_after)s, updated_at = now()"
+        " WHERE name = %(name)s AND source = 'config' AND ("
+        "   connect_timeout, max_in_flight, rate_limit, disable_after"
+        " ) IS DISTINCT FROM ("
+        "   %(connect_timeout)s::double precision, %(max_in_flight)s::integer,"
+        "   %(rate_limit)s::double precision, %(disable_after)s::double precision)",
+        {**settings, "name": name},
     )
 
 
@@ -184,9 +232,11 @@ async def retire_config_subscriptions(conn: Connection, keep: Sequence[str]) -> 
 async def insert_subscription(conn: Connection, row: dict[str, Any]) -> dict[str, Any]:
     cursor = await conn.execute(
         "INSERT INTO mfo_subscriptions (id, source, url, events, secret, filter,"
-        " template, headers, timeout, retry, description)"
+        " template, headers, timeout, connect_timeout, retry, max_in_flight,"
+        " rate_limit, disable_after, description)"
         " VALUES (%(id)s, 'api', %(url)s, %(events)s, %(secret)s, %(filter)s,"
-        " %(template)s, %(headers)s, %(timeout)s, %(retry)s, %(description)s)"
+        " %(template)s, %(headers)s, %(timeout)s, %(connect_timeout)s, %(retry)s,"
+        " %(max_in_flight)s, %(rate_limit)s, %(disable_after)s, %(description)s)"
         f" RETURNING {_SUBSCRIPTION_COLUMNS}",
         {
             **row,
@@ -200,10 +250,11 @@ async def insert_subscription(conn: Connection, row: dict[str, Any]) -> dict[str
     return result
 
 
-async def active_subscriptions(conn: Connection) -> list[dict[str, Any]]:
+async def receiving_subscriptions(conn: Connection) -> list[dict[str, Any]]:
+    """Return the subscriptions that get deliveries: active ones, and paused ones."""
     cursor = await conn.execute(
         "SELECT id, events, filter FROM mfo_subscriptions"
-        " WHERE status = 'active' AND deleted_at IS NULL"
+        " WHERE status IN ('active', 'paused') AND deleted_at IS NULL"
     )
     return await cursor.fetchall()
 
@@ -234,174 +285,56 @@ async def delete_subscription(conn: Connection, sub_id: str) -> bool:
     return await cursor.fetchone() is not None
 
 
-async def set_subscription_status(
-    conn: Connection, sub_id: str, status: str, reason: str | None
-) -> None:
-    await conn.execute(
-        "UPDATE mfo_subscriptions SET status = %s, status_reason = %s,"
-        " updated_at = now() WHERE id = %s",
-        (status, reason, sub_id),
-    )
-
-
-# deliveries and attempts
-
-
-async def insert_delivery(
-    conn: Connection, delivery_id: str, event_id: str, sub_id: str, event_type: str
-) -> bool:
-    cursor = await conn.execute(
-        "INSERT INTO mfo_deliveries (id, event_id, subscription_id, event_type,"
-        " next_attempt_at) VALUES (%s, %s, %s, %s, now())"
-        " ON CONFLICT (event_id, subscription_id) DO NOTHING RETURNING id",
-        (delivery_id, event_id, sub_id, event_type),
-    )
-    return await cursor.fetchone() is not None
-
-
-async def delivery_for_sending(
-    conn: Connection, delivery_id: str
-) -> dict[str, Any] | None:
-    """Lock a pending delivery with its event and subscription, or return None."""
-    cursor = await conn.execute(
-        "SELECT d.id, d.status, d.attempts, d.next_attempt_at, d.event_id, d.event_type,"
-        " d.subscription_id, e.data AS event_data, e.created_at AS event_created_at,"
-        " s.url, s.secret, s.template, s.headers, s.timeout, s.retry,"
-        " s.status AS subscription_status, s.deleted_at AS subscription_deleted_at"
-        " FROM mfo_deliveries d JOIN mfo_events e ON e.id = d.event_id"
-        " JOIN mfo_subscriptions s ON s.id = d.subscription_id"
-        " WHERE d.id = %s FOR UPDATE OF d SKIP LOCKED",
-        (delivery_id,),
-    )
-    return await cursor.fetchone()
-
-
-async def record_attempt(conn: Connection, row: dict[str, Any]) -> None:
-    await conn.execute(
-        "INSERT INTO mfo_attempts (delivery_id, number, started_at, duration_ms,"
-        " status_code, response_headers, response_body, error)"
-        " VALUES (%(delivery_id)s, %(number)s, %(started_at)s, %(duration_ms)s,"
-        " %(status_code)s, %(response_headers)s, %(response_body)s, %(error)s)"
-        " ON CONFLICT (delivery_id, number) DO NOTHING",
-        {**row, "response_headers": Jsonb(row["response_headers"])},
-    )
-
-
-async def update_delivery(
+async def change_subscription_status(
     conn: Connection,
-    delivery_id: str,
-    *,
+    sub_id: str,
     status: str,
-    attempts: int,
-    next_attempt_at: datetime | None,
-    last_status: int | None,
-    last_error: str | None,
-) -> None:
-    await conn.execute(
-        "UPDATE mfo_deliveries SET status = %s, attempts = %s, next_attempt_at = %s,"
-        " last_status = %s, last_error = %s, updated_at = now(),"
-        " finished_at = CASE WHEN %s IN ('succeeded', 'failed') THEN now() END"
-        " WHERE id = %s",
-        (
-            status,
-            attempts,
-            next_attempt_at,
-            last_status,
-            last_error,
-            status,
-            delivery_id,
-        ),
-    )
+    reason: str | None,
+    before: Sequence[str],
+) -> dict[str, Any] | None:
+    """Set a subscription's status if it is now one of `before`; return the new row.
 
-
-async def get_delivery(conn: Connection, delivery_id: str) -> dict[str, Any] | None:
+    Any status but `disabled` also clears `failing_since`.
+    """
     cursor = await conn.execute(
-        "SELECT d.*, s.name AS subscription_name, s.url FROM mfo_deliveries d"
-        " JOIN mfo_subscriptions s ON s.id = d.subscription_id WHERE d.id = %s",
-        (delivery_id,),
+        "UPDATE mfo_subscriptions SET status = %s, status_reason = %s,"
+        " failing_since = CASE WHEN %s = 'disabled' THEN failing_since END,"
+        " updated_at = now() WHERE id = %s AND deleted_at IS NULL"
+        f" AND status = ANY(%s) RETURNING {_SUBSCRIPTION_COLUMNS}",
+        (status, reason, status, sub_id, list(before)),
     )
     return await cursor.fetchone()
 
 
-async def list_attempts(conn: Connection, delivery_id: str) -> list[dict[str, Any]]:
-    cursor = await conn.execute(
-        "SELECT number, started_at, duration_ms, status_code, response_headers,"
-        " response_body, error FROM mfo_attempts WHERE delivery_id = %s ORDER BY number",
-        (delivery_id,),
+async def mark_subscription_failing(conn: Connection, sub_id: str) -> None:
+    """Remember when a run of failed attempts began, unless it is already known."""
+    await conn.execute(
+        "UPDATE mfo_subscriptions SET failing_since = now()"
+        " WHERE id = %s AND failing_since IS NULL",
+        (sub_id,),
     )
-    return await cursor.fetchall()
 
 
-def _delivery_filters(filters: dict[str, Any]) -> tuple[str, list[Any]]:
-    clauses, params = [], []
-    if filters.get("ids"):
-        clauses.append("d.id = ANY(%s)")
-        params.append(list(filters["ids"]))
-    if filters.get("status"):
-        clauses.append("d.status = %s")
-        params.append(filters["status"])
-    if filters.get("subscription"):
-        clauses.append("(d.subscription_id = %s OR s.name = %s)")
-        params += [filters["subscription"], filters["subscription"]]
-    if filters.get("event_type"):
-        pattern = filters["event_type"].replace("%", r"\%").replace("_", r"\_")
-        clauses.append("d.event_type LIKE %s")
-        params.append(pattern.replace("*", "%"))
-    if filters.get("event_id"):
-        clauses.append("d.event_id = %s")
-        params.append(filters["event_id"])
-    if filters.get("since"):
-        clauses.append("d.created_at >= %s")
-        params.append(filters["since"])
-    if filters.get("until"):
-        clauses.append("d.created_at < %s")
-        params.append(filters["until"])
-    if filters.get("after"):
-        clauses.append("d.id > %s")
-        params.append(filters["after"])
-    where = " WHERE " + " AND ".join(clauses) if clauses else ""
-    return where, params
-
-
-async def list_deliveries(
-    conn: Connection, filters: dict[str, Any], limit: int
-) -> list[dict[str, Any]]:
-    where, params = _delivery_filters(filters)
-    cursor = await conn.execute(
-        "SELECT d.id, d.event_id, d.subscription_id, s.name AS subscription_name,"
-        " d.event_type, d.status, d.attempts, d.last_status, d.last_error,"
-        " d.next_attempt_at, d.created_at, d.updated_at, d.finished_at"
-        " FROM mfo_deliveries d JOIN mfo_subscriptions s ON s.id = d.subscription_id"
-        f"{where} ORDER BY d.id LIMIT %s",
-        (*params, limit),
+async def clear_subscription_failing(conn: Connection, sub_id: str) -> None:
+    await conn.execute(
+        "UPDATE mfo_subscriptions SET failing_since = NULL"
+        " WHERE id = %s AND failing_since IS NOT NULL",
+        (sub_id,),
     )
-    return await cursor.fetchall()
 
 
-async def requeue_deliveries(conn: Connection, ids: Sequence[str]) -> list[str]:
-    """Put finished deliveries back to pending; return the ids changed."""
+async def rotate_secret(
+    conn: Connection, sub_id: str, secret: str, grace_seconds: float
+) -> dict[str, Any] | None:
+    """Replace a subscription's secret; the old one also signs until the grace ends."""
     cursor = await conn.execute(
-        "UPDATE mfo_deliveries SET status = 'pending', next_attempt_at = now(),"
-        " finished_at = NULL, updated_at = now()"
-        " WHERE id = ANY(%s) AND status <> 'pending' RETURNING id",
-        (list(ids),),
+        "UPDATE mfo_subscriptions SET previous_secret = secret, secret = %(secret)s,"
+        " previous_secret_expires_at = now() + make_interval(secs => %(grace)s),"
+        " updated_at = now() WHERE id = %(id)s AND deleted_at IS NULL"
+        f" RETURNING {_SUBSCRIPTION_COLUMNS}",
+        {"secret": secret, "grace": grace_seconds, "id": sub_id},
     )
-    return [row["id"] for row in await cursor.fetchall()]
-
-
-async def due_deliveries(
-    conn: Connection, due_before: datetime
-) -> list[dict[str, Any]]:
-    cursor = await conn.execute(
-        "SELECT id, attempts FROM mfo_deliveries WHERE status = 'pending'"
-        " AND next_attempt_at < %s ORDER BY next_attempt_at LIMIT 5000",
-        (due_before,),
-    )
-    return await cursor.fetchall()
-
-
-async def deliveries_for_event(conn: Connection, event_id: str) -> list[dict[str, Any]]:
-    return await list_deliveries(conn, {"event_id": event_id}, 1000)
+    return await cursor.fetchone()
 
 
 async def runs_for_event(conn: Connection, event_id: str) -> list[dict[str, Any]]:

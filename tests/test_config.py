@@ -91,8 +91,8 @@ def test_unknown_key_suggests_nearest(tmp_path: Path) -> None:
     found = errors(config_dir)
     assert found == [
         f"{_rel(config_dir)}/providers.yaml:7:9: unknown key 'evnts' in route acme/hook;"
-        " did you mean 'events'? (allowed: description, events, idempotency_key,"
-        " max_body_size, method, path, schema, verify)"
+        " did you mean 'events'? (allowed: decode, description, events, handshakes,"
+        " idempotency_key, max_body_size, method, path, response, schema, verify)"
     ]
 
 

@@ -6,13 +6,28 @@ import re
 from typing import Any
 
 from gateway.config.checks import parse_size
-from gateway.config.model import EventRule, ProviderConfig, RouteConfig
+from gateway.config.model import (
+    DEFAULT_MAX_JSON_DEPTH,
+    DecodeConfig,
+    EventRule,
+    HandshakeConfig,
+    ProviderConfig,
+    ResponseConfig,
+    RouteConfig,
+)
 from gateway.config.schemas import CompiledSchema, SchemaLoadError
 from gateway.config.source import Location, YList, YMap
+from gateway.config.templates import TextTemplate, TreeTemplate
 from gateway.config.verify import VerifyCompiler
 
 _PATH = re.compile(r"^/[A-Za-z0-9_.~/-]*$")
 _METHODS = ("post", "put", "patch")
+_HANDSHAKE_METHODS = ("get", "post", "put", "patch")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# The server computes these from the body it sends, so a template must not set them.
+_RESERVED_RESPONSE_HEADERS = ("content-length", "transfer-encoding", "connection")
+# Python's json module raises RecursionError near 1000 levels (recursion limit 1000).
+_MAX_JSON_DEPTH_LIMIT = 512
 
 
 class ProviderCompiler(VerifyCompiler):
@@ -86,6 +101,9 @@ class ProviderCompiler(VerifyCompiler):
             "events",
             "max_body_size",
             "description",
+            "handshakes",
+            "response",
+            "decode",
         )
         self.check.keys(node, what, allowed, required=("path", "verify", "events"))
         path = self.check.string(node, "path", what)
@@ -101,6 +119,9 @@ class ProviderCompiler(VerifyCompiler):
         idempotency_key = self.check.text_template(node, "idempotency_key", what)
         events = self._compile_events(node, what)
         route_max = self.check.parsed(node, "max_body_size", what, parse_size, max_body)
+        handshakes = self._compile_handshakes(node, what, method)
+        response = self._compile_response(node, "response", what)
+        decode = self._compile_decode(node, what)
         if path is None or verify is None:
             return None
         return RouteConfig(
@@ -114,6 +135,9 @@ class ProviderCompiler(VerifyCompiler):
             events=events,
             max_body_bytes=route_max,
             location=location,
+            handshakes=handshakes,
+            response=response,
+            decode=decode,
         )
 
     def _compile_schema(self, route: YMap, what: str) -> CompiledSchema | None:
@@ -153,14 +177,177 @@ class ProviderCompiler(VerifyCompiler):
     def _check_unique_paths(self, providers: list[ProviderConfig]) -> None:
         seen: dict[tuple[str, str], RouteConfig] = {}
         for route in (r for p in providers for r in p.routes):
-            key = (route.method, route.path.rstrip("/") or "/")
-            first = seen.get(key)
-            if first is not None:
+            for method in route.methods:
+                key = (method, route.path.rstrip("/") or "/")
+                first = seen.get(key)
+                if first is None:
+                    seen[key] = route
+                    continue
                 self.check.error(
                     route.location,
-                    f"route {route.qualified_name} uses {route.method} {route.path},"
+                    f"route {route.qualified_name} uses {method} {route.path},"
                     f" already used by route {first.qualified_name}"
                     f" (line {first.location.line}); give one of them another path",
                 )
-            else:
-                seen[key] = route
+
+    def _compile_decode(self, route: YMap, what: str) -> DecodeConfig:
+        if "decode" not in route:
+            return DecodeConfig()
+        where = f"{what}.decode"
+        node = self.check.mapping(route["decode"], route.value_at("decode"), where)
+        if node is None:
+            return DecodeConfig()
+        allowed = ("form_json_fields", "max_json_depth", "max_decompressed_size")
+        self.check.keys(node, where, allowed)
+        depth = self.check.number(
+            node,
+            "max_json_depth",
+            where,
+            DEFAULT_MAX_JSON_DEPTH,
+            1,
+            _MAX_JSON_DEPTH_LIMIT,
+        )
+        if depth != int(depth):
+            self.check.error(
+                node.value_at("max_json_depth"), f"{where}.max_json_depth must be whole"
+            )
+        decompressed = self.check.parsed(
+            node, "max_decompressed_size", where, parse_size, None
+        )
+        return DecodeConfig(
+            form_json_fields=self.check.string_list(node, "form_json_fields", where),
+            max_json_depth=int(depth),
+            max_decompressed_bytes=decompressed,
+        )
+
+    def _compile_handshakes(
+        self, route: YMap, what: str, route_method: str
+    ) -> tuple[HandshakeConfig, ...]:
+        if "handshakes" not in route:
+            return ()
+        node = self.check.mapping(
+            route["handshakes"], route.value_at("handshakes"), f"{what}.handshakes"
+        )
+        handshakes = []
+        for name, value in (node or {}).items():
+            assert node is not None
+            if not self._valid_name(name, node.key_at(name), "handshake"):
+                continue
+            handshake = self._compile_handshake(
+                name, value, node.value_at(name), what, route_method
+            )
+            if handshake is not None:
+                handshakes.append(handshake)
+        return tuple(handshakes)
+
+    def _compile_handshake(
+        self, name: str, value: Any, location: Location, what: str, route_method: str
+    ) -> HandshakeConfig | None:
+        where = f"{what}.handshakes.{name}"
+        node = self.check.mapping(value, location, where)
+        if node is None:
+            return None
+        allowed = ("method", "when", "verify", "token", "secret", "secrets", "response")
+        self.check.keys(node, where, allowed, required=("when", "response"))
+        method = self.check.choice(
+            node, "method", where, _HANDSHAKE_METHODS, route_method.lower()
+        ).upper()
+        when = self.check.expression(node, "when", where)
+        verify = node.get("verify", True)
+        if not isinstance(verify, bool):
+            self.check.error(
+                node.value_at("verify"),
+                f"{where}.verify must be true (check the route's verify first)"
+                " or false",
+            )
+        token = self.check.text_template(node, "token", where)
+        secrets = self._string_values(node, "secret", "secrets", where)
+        if "token" in node and not secrets:
+            self.check.error(
+                node.value_at("token"),
+                f"{where}.token needs 'secret' (or 'secrets'), the value the token"
+                " must equal",
+            )
+        response = self._compile_response(node, "response", where)
+        if when is None or response is None:
+            return None
+        return HandshakeConfig(
+            name=name,
+            method=method,
+            when=when,
+            verify=verify is True,
+            token=token,
+            secrets=secrets,
+            response=response,
+            location=location,
+            defaulted_variables=self.defaults_used(node, "secret", "secrets"),
+        )
+
+    def _compile_response(
+        self, parent: YMap, key: str, what: str
+    ) -> ResponseConfig | None:
+        if key not in parent:
+            return None
+        where = f"{what}.{key}"
+        node = self.check.mapping(parent[key], parent.value_at(key), where)
+        if node is None:
+            return None
+        self.check.keys(node, where, ("status", "headers", "body"))
+        body: TextTemplate | TreeTemplate | None = None
+        if isinstance(node.get("body"), YMap | YList):
+            body = self.check.tree(node, "body", where)
+        elif node.get("body") == "":
+            body = None
+        elif "body" in node:
+            body = self.check.text_template(node, "body", where)
+        return ResponseConfig(
+            status=self._response_status(node, where),
+            headers=self._response_headers(node, where),
+            body=body,
+            location=node.location,
+        )
+
+    def _response_status(self, node: YMap, where: str) -> int | TextTemplate | None:
+        if "status" not in node:
+            return None
+        value = node["status"]
+        if isinstance(value, str) and "{" in value:
+            return self.check.text_template(node, "status", where)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if 200 <= value <= 599:
+                return value
+        self.check.error(
+            node.value_at("status"),
+            f"{where}.status is {value!r}; expected a status code from 200 to 599"
+            " or a template that renders one",
+        )
+        return None
+
+    def _response_headers(
+        self, node: YMap, where: str
+    ) -> tuple[tuple[str, TextTemplate], ...]:
+        if "headers" not in node:
+            return ()
+        headers = self.check.mapping(
+            node["headers"], node.value_at("headers"), f"{where}.headers"
+        )
+        compiled = []
+        for name in headers or {}:
+            assert headers is not None
+            if not _HEADER_NAME.match(name):
+                self.check.error(
+                    headers.key_at(name),
+                    f"{where}.headers: {name!r} is not a valid HTTP header name",
+                )
+                continue
+            if name.lower() in _RESERVED_RESPONSE_HEADERS:
+                self.check.error(
+                    headers.key_at(name),
+                    f"{where}.headers: {name!r} is set by the server and cannot be"
+                    " templated",
+                )
+                continue
+            template = self.check.text_template(headers, name, f"{where}.headers")
+            if template is not None:
+                compiled.append((name.lower(), template))
+        return tuple(compiled)

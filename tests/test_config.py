@@ -48,6 +48,12 @@ def test_shipped_config_is_valid() -> None:
     assert {r.qualified_name for r in config.routes} == {
         "unipile/notify",
         "github/events",
+        "stripe/events",
+        "slack/events",
+        "slack/interactions",
+        "shopify/webhooks",
+        "twilio/messages",
+        "acme/events",
     }
     assert [p.name for p in config.pipelines] == ["draft_reply"]
     assert config.pipelines[0].on == ("unipile.email.received",)
@@ -249,7 +255,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_validate_config_cli_valid() -> None:
     result = run_cli("validate-config", "--config-dir", str(REPO / "config"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "valid (2 routes, 1 pipelines" in result.stdout
+    assert "valid (8 routes, 1 pipelines" in result.stdout
 
 
 def test_validate_config_cli_invalid(tmp_path: Path) -> None:

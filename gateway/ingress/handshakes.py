@@ -75,6 +75,8 @@ def answer_handshake(
             raise UnmappablePayload(
                 f"handshake {handshake.name!r} response failed: {exc}"
             ) from None
+        # Challenges echo text the client chose, so browsers must not sniff it as HTML.
+        response.headers.setdefault("x-content-type-options", "nosniff")
         return handshake, response
     return None
 

@@ -31,11 +31,13 @@ from gateway.delivery.signing import generate_secret
 from gateway.ids import new_id
 from gateway.ingress.routes import build_route_handlers
 from gateway.jobs import JobQueue, WorkerRuntime, create_worker
+from gateway.metrics import metrics_endpoint, observe_http
 from gateway.reload import ConfigReloader, ReloadState
 from gateway.settings import Settings
 from gateway.store import queries
 from gateway.store.database import Database
 from gateway.store.embedded import start_embedded_postgres
+from gateway.ui import build_ui_router
 
 logger = logging.getLogger(__name__)
 
@@ -288,7 +290,14 @@ def build_litestar(gateway: Gateway, config: GatewayConfig, token: str) -> Lites
     )
     webhooks = build_route_handlers(_BoundRuntime(gateway, config), config.routes)
     app = Litestar(
-        route_handlers=[healthz, readyz, api, *webhooks],
+        route_handlers=[
+            healthz,
+            readyz,
+            metrics_endpoint,
+            api,
+            build_ui_router(token),
+            *webhooks,
+        ],
         state=State({"mfo": gateway}),
         exception_handlers={Exception: _internal_error},
         openapi_config=OpenAPIConfig(title="mfo", version=config.version, path="/schema"),
@@ -347,7 +356,7 @@ class GatewayApp:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        await self.current(scope, receive, send)
+        await observe_http(self.current, scope, receive, send)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from psycopg.errors import LockNotAvailable
 
+from gateway import metrics
 from gateway.config.model import GatewayConfig
 from gateway.config.templates import RenderError
 from gateway.delivery.policy import next_delay
@@ -153,6 +154,7 @@ async def _attempt(
     outcome = await _send(runtime, row)
     await deliveries.record_attempt(conn, _attempt_row(row["id"], number, outcome))
     _log_attempt(row, number, outcome)
+    metrics.observe_attempt(row, outcome)
     if outcome.succeeded:
         return await _succeed(conn, runtime, row, number, outcome)
     if outcome.gone:
@@ -308,6 +310,7 @@ async def _dead_letter(
     outcome: AttemptOutcome,
 ) -> list[Work]:
     await _finish(conn, row, "failed", outcome, outcome.error, number, True)
+    metrics.observe_dead_letter(row)
     logger.error(
         "delivery %s of event %s to subscription %s is a dead letter after %d"
         " attempts: %s",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -54,6 +55,24 @@ class ApiClient:
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
         return self._call("POST", path, json=body)
+
+    def retry_deliveries(
+        self, body: dict[str, Any], batch_size: int
+    ) -> Iterator[dict[str, Any]]:
+        """Retry deliveries one page at a time, yielding each page's result.
+
+        Each page is a request of its own, so stopping between pages leaves
+        every retried delivery queued and the rest untouched.
+        """
+        after = None
+        while True:
+            page = self.post(
+                "/api/deliveries/retry", {**body, "limit": batch_size, "after": after}
+            )
+            yield page
+            after = page.get("next_after")
+            if not after:
+                return
 
     def list_deliveries(
         self, params: dict[str, Any], limit: int

@@ -12,7 +12,10 @@ from typing import Annotated, Any
 
 import typer
 
+import cli.events
+import cli.subscriptions
 from cli.client import ApiClient, CliError
+from cli.common import retry_in_batches
 from cli.logs import configure_logging
 from gateway.exceptions import ConfigError, GatewayError
 
@@ -26,6 +29,8 @@ deliveries = typer.Typer(
     help="List, inspect and retry outgoing deliveries.", no_args_is_help=True
 )
 app.add_typer(deliveries, name="deliveries")
+app.add_typer(cli.events.app, name="events")
+app.add_typer(cli.subscriptions.app, name="subscriptions")
 
 ConfigDir = Annotated[
     Path, typer.Option("--config-dir", "-c", help="Folder holding providers.yaml.")
@@ -145,7 +150,24 @@ def reload(
 def _settings(config_dir: Path) -> Any:
     from gateway.settings import Settings
 
-    return Settings.from_env(config_dir)
+    settings = Settings.from_env(config_dir)
+    database = settings.database_url
+    if database is not None and not database.startswith(("postgresql://", "postgres://")):
+        _fail(
+            "MFO_DATABASE_URL must be a postgresql:// URL such as"
+            " postgresql://user@127.0.0.1:5432/mfo; unset it to use the embedded database",
+            code=2,
+        )
+    queue = settings.queue_url
+    if queue is not None and not queue.startswith(
+        ("redis://", "rediss://", "postgresql://", "postgres://")
+    ):
+        _fail(
+            "MFO_QUEUE_URL must be a redis:// or postgresql:// URL;"
+            " unset it to keep the queue in the database",
+            code=2,
+        )
+    return settings
 
 
 @app.command()
@@ -194,8 +216,15 @@ def worker(
     log_level: Annotated[
         str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus metrics at /metrics on this TCP port."),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address the metrics port listens on.")
+    ] = "127.0.0.1",
 ) -> None:
-    """Run deliveries and pipeline jobs without serving HTTP."""
+    """Run deliveries and pipeline jobs; HTTP only for /metrics, if asked."""
     from gateway.config.loader import load_config
 
     configure_logging(log_level)
@@ -207,13 +236,17 @@ def worker(
         _fail(f"{config_dir} is not valid")
         return
     try:
-        asyncio.run(_run_worker(_settings(config_dir), config, concurrency))
+        metrics = (metrics_host, metrics_port) if metrics_port is not None else None
+        asyncio.run(_run_worker(_settings(config_dir), config, concurrency, metrics))
     except GatewayError as exc:
         _fail(str(exc))
 
 
-async def _run_worker(settings: Any, config: Any, concurrency: int) -> None:
+async def _run_worker(
+    settings: Any, config: Any, concurrency: int, metrics: tuple[str, int] | None
+) -> None:
     from gateway.app import Gateway
+    from gateway.metrics import MetricsServer
 
     gateway = Gateway(settings, config)
     await gateway.start(run_worker=False)
@@ -226,8 +259,17 @@ async def _run_worker(settings: Any, config: Any, concurrency: int) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gateway.reload_soon, "SIGHUP")
+    metrics_server = MetricsServer(gateway, *metrics) if metrics else None
+    if metrics_server is not None:
+        try:
+            await metrics_server.start()
+        except GatewayError:
+            await gateway.stop()
+            raise
     typer.echo(f"mfo worker running ({concurrency} at once); Ctrl-C stops it", err=True)
     await stop.wait()
+    if metrics_server is not None:
+        await metrics_server.stop()
     await gateway.stop()
 
 
@@ -311,6 +353,9 @@ def deliveries_list(
     since: Annotated[
         str | None, typer.Option(help="Age such as 2h, or an ISO time.")
     ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Created before this age or ISO time.")
+    ] = None,
     limit: Annotated[int, typer.Option(help="Maximum number of rows to show.")] = 100,
     output_format: Annotated[
         str, typer.Option("--format", help="table or json.")
@@ -326,6 +371,7 @@ def deliveries_list(
         "subscription": subscription,
         "event_type": event_type,
         "since": since,
+        "until": until,
     }
     try:
         rows = _client(url, config_dir).list_deliveries(params, limit)
@@ -376,7 +422,8 @@ def deliveries_show(
 def deliveries_retry(
     ids: Annotated[list[str] | None, typer.Argument(help="Delivery ids.")] = None,
     status: Annotated[
-        str | None, typer.Option(help="Retry deliveries in this status.")
+        str | None,
+        typer.Option(help="Retry deliveries in this status; failed when filtering."),
     ] = None,
     since: Annotated[
         str | None, typer.Option(help="Created within, such as 2h.")
@@ -391,11 +438,18 @@ def deliveries_retry(
         str | None, typer.Option(help="Event type; * is a wildcard.")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count.")] = False,
+    batch_size: Annotated[
+        int, typer.Option(help="Deliveries retried per request, 1 to 1000.")
+    ] = 500,
     url: ServerUrl = "http://127.0.0.1:8080",
     config_dir: ConfigDir = Path("config"),
 ) -> None:
-    """Send deliveries again, by id or by filter."""
-    body: dict[str, Any] = {"dry_run": dry_run}
+    """Send deliveries again, by id or by filter.
+
+    Batches are queued one request at a time, so the command can be
+    interrupted at any point; running it again retries what is left.
+    """
+    body: dict[str, Any] = {}
     if ids:
         body["ids"] = ids
     for name, value in (
@@ -407,19 +461,21 @@ def deliveries_retry(
     ):
         if value is not None:
             body[name] = value
-    if not ids and len(body) == 1:
+    if not body:
         _fail("give delivery ids or a filter such as --status failed", code=2)
+    if not 1 <= batch_size <= 1000:
+        _fail(f"--batch-size must be between 1 and 1000, not {batch_size}", code=2)
     try:
-        result = _client(url, config_dir).post("/api/deliveries/retry", body)
+        client = _client(url, config_dir)
+        total = client.post("/api/deliveries/retry", {**body, "dry_run": True})
     except CliError as exc:
         _fail(str(exc))
         return
     if dry_run:
-        typer.echo(f"{result['matched']} deliveries would be retried")
-    else:
-        typer.echo(
-            f"{result['retried']} of {result['matched']} deliveries queued again"
-        )
+        typer.echo(f"{total['matched']} deliveries would be retried")
+        return
+    matched, retried = retry_in_batches(client, body, batch_size, total["matched"])
+    typer.echo(f"{retried} of {matched} deliveries queued again")
 
 
 def main() -> None:  # pragma: no cover - entry point for `python -m cli.main`

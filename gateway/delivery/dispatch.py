@@ -39,7 +39,8 @@ from gateway.store.database import Connection, Database
 
 logger = logging.getLogger(__name__)
 
-# A job that arrives this much before its delivery is due is a stray duplicate.
+# A job that arrives more than this before its delivery is due is a stray
+# duplicate; one arriving less early waits for the due time.
 _EARLY_TOLERANCE = timedelta(seconds=1)
 # Statements other than attempts hold a delivery row for milliseconds, so a
 # row still locked after this long is being sent by another worker.
@@ -69,6 +70,7 @@ async def deliver(runtime: DeliveryRuntime, delivery_id: str) -> tuple[str, list
         waiting = _reason_to_wait(row)
         if waiting is not None:
             return waiting, []
+        await _sleep_until_due(row)
         if row["rate_limit"]:
             paced = await _wait_for_send_slot(conn, row)
             if paced is not None:
@@ -92,6 +94,19 @@ def _reason_to_wait(row: dict[str, Any]) -> str | None:
     if due is not None and due > datetime.now(UTC) + _EARLY_TOLERANCE:
         return "scheduled"
     return None
+
+
+async def _sleep_until_due(row: dict[str, Any]) -> None:
+    """Wait out the last second before the due time, never sending early.
+
+    The queue schedules jobs in whole seconds, so a job may start up to a
+    second before the attempt it carries is due.
+    """
+    due = row["next_attempt_at"]
+    if due is not None:
+        wait = (due - datetime.now(UTC)).total_seconds()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
 
 async def _wait_for_send_slot(

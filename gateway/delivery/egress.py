@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -236,18 +237,21 @@ def create_http_client(
     policy: EgressPolicy,
     resolver: Resolver | None = None,
     limits: httpx.Limits | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> httpx.AsyncClient:
     """Build an HTTP client whose every connection passes the egress guard.
 
     Redirects are off, and proxies from the environment are not used because
-    a proxy would make the connection on the guard's behalf.
+    a proxy would make the connection on the guard's behalf. Certificates are
+    verified against `ssl_context`, by default the CA bundle httpx uses
+    (SSL_CERT_FILE or SSL_CERT_DIR when set, else certifi).
     """
     limits = limits or httpx.Limits(max_connections=64, max_keepalive_connections=32)
     transport = httpx.AsyncHTTPTransport(limits=limits)
     # NOTE: httpx (0.27 and 0.28) has no public way to pass a network backend,
     # so the transport's connection pool is replaced by one built the same way.
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
+        ssl_context=ssl_context or httpx.create_ssl_context(),
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,

@@ -113,8 +113,9 @@ async def send_attempt(
     """POST one signed attempt; never raise for network or HTTP failures.
 
     Every attempt is signed with its own timestamp. `connect_timeout` bounds
-    DNS, TCP and TLS setup and `timeout` each wait for the response, and the
-    whole attempt may take at most their sum.
+    DNS, TCP and TLS setup, and `timeout` each wait for the response. Getting
+    the status line may take at most their sum, and reading the body excerpt
+    at most `timeout` more.
     """
     started_at = datetime.now().astimezone()
     clock = time.perf_counter()
@@ -124,17 +125,16 @@ async def send_attempt(
         "user-agent": USER_AGENT,
         **signature_headers(secrets, message_id, int(time.time()), body),
     }
+    request = client.build_request(
+        "POST",
+        url,
+        content=body,
+        headers=headers,
+        timeout=httpx.Timeout(timeout, connect=connect_timeout),
+    )
     try:
         async with asyncio.timeout(connect_timeout + timeout):
-            async with client.stream(
-                "POST",
-                url,
-                content=body,
-                headers=headers,
-                timeout=httpx.Timeout(timeout, connect=connect_timeout),
-                follow_redirects=False,
-            ) as response:
-                excerpt = await _read_excerpt(response)
+            response = await client.send(request, stream=True, follow_redirects=False)
     except EgressRejected as exc:
         return _failed(started_at, clock, f"rejected target: {exc}")
     except TimeoutError:
@@ -143,6 +143,10 @@ async def send_attempt(
     except httpx.HTTPError as exc:
         error = _describe_error(exc, timeout, connect_timeout)
         return _failed(started_at, clock, error)
+    try:
+        excerpt = await _read_excerpt(response, timeout)
+    finally:
+        await response.aclose()
     outcome = AttemptOutcome(
         started_at=started_at,
         duration_ms=(time.perf_counter() - clock) * 1000,
@@ -188,13 +192,21 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     return False
 
 
-async def _read_excerpt(response: httpx.Response) -> str:
-    """Read at most the first 4 KB of a response body and drop the rest."""
+async def _read_excerpt(response: httpx.Response, limit: float) -> str:
+    """Read at most the first 4 KB of a response body within `limit` seconds.
+
+    The status line already decided the outcome, so a body that stalls or
+    breaks off only shortens the excerpt.
+    """
     received = bytearray()
-    async for chunk in response.aiter_raw():
-        received += chunk
-        if len(received) >= RESPONSE_EXCERPT_BYTES:
-            break
+    try:
+        async with asyncio.timeout(limit):
+            async for chunk in response.aiter_raw():
+                received += chunk
+                if len(received) >= RESPONSE_EXCERPT_BYTES:
+                    break
+    except (TimeoutError, httpx.HTTPError):
+        pass
     return bytes(received[:RESPONSE_EXCERPT_BYTES]).decode("utf-8", "replace")
 
 

@@ -424,6 +424,15 @@ def test_unstorable_query_text_rejected(live: LiveGateway) -> None:
     assert "U+0000" in response.json()["message"]
 
 
+def test_template_made_nan_rejected(live: LiveGateway) -> None:
+    """Event data a template turns into NaN cannot be stored: 422, not 500."""
+    fine = post(live.url("lab/numbers"), b'{"x": "1.5"}', JSON)
+    nan = post(live.url("lab/numbers"), b'{"x": "nan"}', JSON)
+    assert fine.status_code == 202
+    assert nan.status_code == 422
+    assert "nan" in nan.json()["message"]
+
+
 # Templated responses
 
 

@@ -251,11 +251,17 @@ def parse_body(
     )
 
 
-def unstorable_text(value: Any) -> str | None:
-    """Describe the first string in a JSON value that PostgreSQL cannot store."""
+def unstorable_value(value: Any) -> str | None:
+    """Describe the first string or number in a value that PostgreSQL cannot store.
+
+    Parsed payloads never hold NaN or infinities, but event data rendered by
+    a template (such as `payload.x | float`) can.
+    """
     stack: list[tuple[Any, str]] = [(value, "")]
     while stack:
         item, pointer = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"the number {item} at {pointer or '/'}"
         if isinstance(item, str):
             problem = _text_problem(item)
             if problem:
@@ -281,7 +287,7 @@ def check_tree(value: Any, max_depth: int) -> None:
                 raise InvalidPayload(f"JSON nesting exceeds {max_depth} levels")
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
-    problem = unstorable_text(value)
+    problem = unstorable_value(value)
     if problem:
         raise InvalidPayload(f"payload has {problem}, which PostgreSQL cannot store")
 

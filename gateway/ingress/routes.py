@@ -27,7 +27,7 @@ from gateway.config.templates import RenderError
 from gateway.events import IngestResult, NewEvent, WorkQueue, store_request
 from gateway.exceptions import IngressError, InvalidPayload, UnmappablePayload
 from gateway.ids import new_id
-from gateway.ingress.decode import decompress, parse_body, read_body, unstorable_text
+from gateway.ingress.decode import decompress, parse_body, read_body, unstorable_value
 from gateway.ingress.handshakes import answer_handshake
 from gateway.ingress.request import WebhookRequest
 from gateway.ingress.responses import (
@@ -119,7 +119,7 @@ def _map_events(route_config: RouteConfig, context: dict[str, Any]) -> list[NewE
                 f"event type rendered as {event_type[:100]!r}, which is not a valid"
                 " event type; check the headers and fields its template uses"
             )
-        problem = unstorable_text(data)
+        problem = unstorable_value(data)
         if problem:
             raise UnmappablePayload(
                 f"event {event_type} has {problem}, which PostgreSQL cannot store"
@@ -139,7 +139,7 @@ def _idempotency_key(route_config: RouteConfig, context: dict[str, Any]) -> str 
         raise InvalidPayload(
             f"idempotency key is longer than {_MAX_IDEMPOTENCY_KEY} characters"
         )
-    if unstorable_text(key):
+    if unstorable_value(key):
         raise InvalidPayload("idempotency key contains U+0000 or an unpaired surrogate")
     return key or None
 

@@ -116,6 +116,10 @@ TEST_PROVIDERS = """
         verify: {type: none}
         idempotency_key: "{{ headers['x-id'] }}"
         events: [{type: lab.open, data: "{{ {'payload': payload, 'q': query} }}"}]
+      numbers:
+        path: /test/numbers
+        verify: {type: none}
+        events: [{type: lab.number, data: {x: "{{ payload.x | float }}"}}]
       small:
         path: /test/small
         max_body_size: 1kib

@@ -11,7 +11,12 @@ import pytest
 
 from gateway.config.model import DecodeConfig
 from gateway.exceptions import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
-from gateway.ingress.decode import decompress, parse_body, read_body
+from gateway.ingress.decode import (
+    decompress,
+    parse_body,
+    read_body,
+    unstorable_value,
+)
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -225,3 +230,21 @@ def test_damaged_gzip_rejected(body: bytes) -> None:
 def test_deflate_bomb_rejected() -> None:
     with pytest.raises(PayloadTooLarge):
         decompress(zlib.compress(b"\0" * 5_000_000), "deflate", 1000)
+
+
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        ({"a": [1, "x\x00"]}, "U+0000 in the string at /a/1"),
+        ({"a/b": "\ud800"}, "an unpaired surrogate in the string at /a~1b"),
+        ({"\x00": 1}, "U+0000 in a key at /"),
+        ([float("nan")], "the number nan at /0"),
+        ({"a": float("inf")}, "the number inf at /a"),
+    ],
+)
+def test_unstorable_value_located(value: object, problem: str) -> None:
+    assert unstorable_value(value) == problem
+
+
+def test_storable_value_passes() -> None:
+    assert unstorable_value({"a": [1.5, "caf\u00e9", None, {"b": True}]}) is None

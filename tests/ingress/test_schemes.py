@@ -486,6 +486,27 @@ def test_twilio_json_body_hash() -> None:
         )
 
 
+def test_twilio_json_without_body_hash_rejected() -> None:
+    """Without bodySHA256 the signature covers only the URL, not the body."""
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(FORM_URL, {})
+    headers = {"content-type": "application/json", "x-twilio-signature": signature}
+    request = WebhookRequest(b'{"forged": true}', headers, url=FORM_URL)
+    with pytest.raises(Unauthorized, match="bodySHA256"):
+        TwilioSignature((TWILIO_TOKEN,)).verify_request(request)
+
+
+def test_twilio_sign_json_adds_body_hash() -> None:
+    body = b'{"event": "x"}'
+    request = WebhookRequest(body, {"content-type": "application/json"}, url=FORM_URL)
+    signed = TwilioSignature((TWILIO_TOKEN,)).sign_request(request)
+    digest = hashlib.sha256(body).hexdigest()
+    assert signed.url == f"{FORM_URL}&bodySHA256={digest}"
+    validator = RequestValidator(TWILIO_TOKEN)
+    assert validator.validate(
+        signed.url, body.decode(), signed.headers["x-twilio-signature"]
+    )
+
+
 def test_twilio_sign_checked_by_library() -> None:
     request = WebhookRequest(FORM, FORM_TYPE, url=FORM_URL)
     signed = TwilioSignature((TWILIO_TOKEN,)).sign_request(request)
@@ -497,8 +518,9 @@ def test_twilio_sign_checked_by_library() -> None:
 
 
 def test_twilio_sign_needs_url() -> None:
-    with pytest.raises(SigningUnavailable, match="public_url"):
-        TwilioSignature((TWILIO_TOKEN,)).sign(FORM)
+    verifier = TwilioSignature((TWILIO_TOKEN,), public_url="https://h.example.com")
+    with pytest.raises(SigningUnavailable, match="request URL"):
+        verifier.sign(FORM)
 
 
 # Generic HMAC with a templated signed content

@@ -1,13 +1,13 @@
 """Twilio's request signature: an HMAC over the public URL and the form fields.
 
-Twilio's "Webhooks security" page describes it: take the full URL Twilio
-requested, query string included; for a form body, append each parameter
-name followed by its value, sorted by name; sign with HMAC-SHA1 keyed with
-the account's auth token; send base64 in `X-Twilio-Signature`. A JSON body
-is covered instead by a `bodySHA256` query parameter holding its SHA-256 in
-hex. Twilio may or may not include the port in the URL it signs, so both forms
-are accepted.
-"""
+Twilio's "Webhooks security" page describes it. Start from the full URL
+Twilio requested, query string included. For a form body, append each
+parameter name followed by its value, sorted by name. Sign that text with
+HMAC-SHA1 keyed with the account's auth token, and send it base64-encoded
+in `X-Twilio-Signature`. A JSON body is covered instead by a `bodySHA256`
+query parameter containing its SHA-256 in hex, and is rejected without one.
+Twilio may or may not include the port in the URL it signs, so both forms
+are accepted."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from gateway.exceptions import SigningUnavailable, Unauthorized
 from gateway.ingress.request import MAX_QUERY_FIELDS, WebhookRequest
@@ -24,6 +24,7 @@ from gateway.ingress.schemes.base import Scheme, matches_any, required_header
 _HEADER = "x-twilio-signature"
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 _FORM = "application/x-www-form-urlencoded"
+_BODY_HASH = "bodySHA256"
 
 
 class TwilioSignature(Scheme):
@@ -53,8 +54,7 @@ class TwilioSignature(Scheme):
         return self.public_url + path
 
     def _content(self, url: str, request: WebhookRequest) -> bytes:
-        media_type = (request.header("content-type") or "").split(";")[0]
-        if media_type.strip().lower() != _FORM:
+        if not _is_form(request):
             return url.encode("utf-8", "surrogateescape")
         try:
             pairs = parse_qsl(
@@ -75,16 +75,22 @@ class TwilioSignature(Scheme):
         return text.encode("utf-8", "surrogateescape")
 
     def _check_body_hash(self, request: WebhookRequest) -> None:
+        """Check `bodySHA256`, which is all that covers a body that is not a form."""
         try:
-            hashes = request.query_lists.get("bodySHA256", [])
+            hashes = request.query_lists.get(_BODY_HASH, [])
         except ValueError:
             raise Unauthorized("query string has too many parameters") from None
         if not hashes:
+            if request.body and not _is_form(request):
+                raise Unauthorized(
+                    f"a body that is not a form needs {_BODY_HASH} in the URL,"
+                    " because the signature covers only the URL"
+                )
             return
         actual = hashlib.sha256(request.body).hexdigest().encode()
         given = [value.lower().encode("utf-8", "surrogateescape") for value in hashes]
         if len(given) != 1 or not matches_any([actual], given):
-            raise Unauthorized("bodySHA256 in the URL does not match the body")
+            raise Unauthorized(f"{_BODY_HASH} in the URL does not match the body")
 
     def _digests(self, url: str, request: WebhookRequest) -> list[bytes]:
         content = self._content(url, request)
@@ -106,13 +112,23 @@ class TwilioSignature(Scheme):
             )
 
     def sign_request(self, request: WebhookRequest) -> WebhookRequest:
-        url = self.signed_url(request)
-        if not url:
+        if not request.url:
             raise SigningUnavailable(
-                "Twilio signs the full URL; set public_url or give the request URL"
+                "Twilio signs the full URL, so signing needs the request URL"
             )
-        digest = self._digests(url, request)[0]
-        return request.with_headers({_HEADER: base64.b64encode(digest).decode()})
+        if request.body and not _is_form(request):
+            parts = urlsplit(request.url)
+            digest = hashlib.sha256(request.body).hexdigest()
+            query = urlencode({_BODY_HASH: digest})
+            query = f"{parts.query}&{query}" if parts.query else query
+            request = request.with_url(urlunsplit(parts._replace(query=query)))
+        signature = self._digests(self.signed_url(request), request)[0]
+        return request.with_headers({_HEADER: base64.b64encode(signature).decode()})
+
+
+def _is_form(request: WebhookRequest) -> bool:
+    media_type = (request.header("content-type") or "").split(";")[0]
+    return media_type.strip().lower() == _FORM
 
 
 def _port_variants(url: str) -> list[str]:

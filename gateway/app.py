@@ -10,12 +10,14 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import OpenAPIMediaType, RequestBody
 from litestar.router import Router
+from psycopg_pool import PoolTimeout
 from saq import Worker
 
 from gateway.api.admin import AdminController
@@ -28,6 +30,7 @@ from gateway.config.model import GatewayConfig
 from gateway.delivery.egress import egress_policy
 from gateway.delivery.policy import sync_delivery_settings
 from gateway.delivery.signing import generate_secret
+from gateway.exceptions import GatewayError
 from gateway.ids import new_id
 from gateway.ingress.routes import build_route_handlers
 from gateway.jobs import JobQueue, WorkerRuntime, create_worker
@@ -36,7 +39,7 @@ from gateway.reload import ConfigReloader, ReloadState
 from gateway.settings import Settings
 from gateway.store import queries
 from gateway.store.database import Database
-from gateway.store.embedded import start_embedded_postgres
+from gateway.store.embedded import start_embedded_postgres, stop_embedded_postgres
 from gateway.ui import build_ui_router
 
 logger = logging.getLogger(__name__)
@@ -134,6 +137,8 @@ class Gateway:
             await self.queue.disconnect()
         if self.db is not None:
             await self.db.close()
+        if self.settings.database_url is None:
+            await asyncio.to_thread(stop_embedded_postgres, self.settings.data_dir)
 
 
 def config_subscription_id(name: str) -> str:
@@ -212,6 +217,21 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
                 exc.extra if isinstance(exc.extra, dict) else {"extra": exc.extra}
             )
         return Response(body, status_code=exc.status_code, headers=exc.headers)
+    if isinstance(exc, psycopg.DataError | OverflowError):
+        # A value the database or the clock cannot hold, such as a NUL
+        # character in an id or a duration of a billion days.
+        logger.info("rejected %s %s: %s", request.method, request.url.path, exc)
+        detail = f"invalid value in the request: {str(exc).splitlines()[0]}"
+        return Response({"status_code": 400, "detail": detail}, status_code=400)
+    if isinstance(exc, psycopg.OperationalError | PoolTimeout):
+        logger.error(
+            "database unavailable on %s %s: %s", request.method, request.url.path, exc
+        )
+        return Response(
+            {"status_code": 503, "detail": "the database is unavailable; retry later"},
+            status_code=503,
+            headers={"retry-after": "5"},
+        )
     error_id = new_id("err")
     logger.error(
         "internal error %s on %s %s",
@@ -364,6 +384,10 @@ class GatewayApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self._start()
+                except GatewayError as exc:
+                    logger.error("startup failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 except Exception as exc:
                     logger.exception("startup failed: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})

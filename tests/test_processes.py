@@ -130,3 +130,40 @@ def test_send_reports_failures(tmp_path: Path, target: str) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("error: ")
     assert "Traceback" not in result.stderr
+
+
+def test_pipeline_loop_stopped_at_run_time(tmp_path: Path) -> None:
+    """A loop the config check can only warn about stops after a bounded depth."""
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    (config_dir / "providers.yaml").write_text(
+        "providers:\n  acme:\n    routes:\n      hook:\n        path: /webhooks/acme\n"
+        "        verify: {type: none}\n        events:\n          - type: acme.start\n"
+        "pipelines:\n  echo:\n    on: acme.*\n    steps:\n"
+        "      - emit: {type: \"acme.{{ event.type | length }}\"}\n"
+    )
+    gateway = start_gateway(config_dir, tmp_path / "data")
+    try:
+        response = gateway.post("/webhooks/acme", b"{}", {"content-type": "application/json"})
+        assert response.status_code == 202
+        event_id = response.json()["event_id"]
+        deadline = time.monotonic() + 30
+        failed = None
+        while time.monotonic() < deadline and failed is None:
+            event = gateway.api("GET", f"/api/events/{event_id}").json()
+            for _ in range(20):
+                run = gateway.api("GET", f"/api/jobs/{event['runs'][0]['id']}").json() \
+                    if event["runs"] else None
+                if run is None or run["status"] in ("queued", "running"):
+                    break
+                if run["status"] == "failed":
+                    failed = run
+                    break
+                emitted = run["steps"][0]["output"]["event_id"]
+                event = gateway.api("GET", f"/api/events/{emitted}").json()
+            time.sleep(0.2)
+    finally:
+        gateway.stop()
+
+    assert failed is not None
+    assert "probably triggers itself" in failed["error"]

@@ -56,6 +56,8 @@ def parse_size(value: Any) -> int:
 
 
 def _type_name(value: Any) -> str:
+    if value == "":
+        return "an empty string"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
@@ -207,7 +209,9 @@ class Checker:
         """Report a template error on the YAML line where the template broke."""
         if exc.template_line:
             location = location.text_line(exc.template_line)
-        self.error(location, f"{what}: invalid {kind}: {exc}; the text is {exc.source!r}")
+        self.error(
+            location, f"{what}: invalid {kind}: {exc}; the text is {exc.source!r}"
+        )
 
     def expression(self, node: YMap, key: str, what: str) -> Expression | None:
         value = node.get(key)
@@ -241,7 +245,9 @@ class Checker:
             return compile_tree(node[key])
         except TemplateCompileError:
             pass
-        for path, location, leaf in _leaves(node[key], node.value_at(key), f"{what}.{key}"):
+        for path, location, leaf in _leaves(
+            node[key], node.value_at(key), f"{what}.{key}"
+        ):
             try:
                 compile_tree(leaf)
             except TemplateCompileError as exc:
@@ -249,7 +255,9 @@ class Checker:
         return None
 
 
-def _leaves(value: Any, location: Location, path: str) -> Iterator[tuple[str, Location, str]]:
+def _leaves(
+    value: Any, location: Location, path: str
+) -> Iterator[tuple[str, Location, str]]:
     """Yield every string leaf of a YAML tree with its path and location."""
     if isinstance(value, str):
         yield path, location, value

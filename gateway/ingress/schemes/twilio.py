@@ -7,7 +7,8 @@ HMAC-SHA1 keyed with the account's auth token, and send it base64-encoded
 in `X-Twilio-Signature`. A JSON body is covered instead by a `bodySHA256`
 query parameter containing its SHA-256 in hex, and is rejected without one.
 Twilio may or may not include the port in the URL it signs, so both forms
-are accepted."""
+are accepted.
+"""
 
 from __future__ import annotations
 

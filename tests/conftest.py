@@ -96,3 +96,13 @@ def gateway(
         running.stop()
         if database:
             _drop_database(database)
+
+
+@pytest.fixture(autouse=True)
+def _require_corpus(request: pytest.FixtureRequest) -> None:
+    """Skip tests that read the provider corpus when it is not beside the checkout."""
+    from tests.support import CORPUS
+
+    uses_corpus = "CORPUS" in getattr(request.module, "__dict__", {})
+    if uses_corpus and not CORPUS.is_dir():
+        pytest.skip(f"the provider corpus is not at {CORPUS}; set MFO_CORPUS_DIR")

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
-from litestar import Request
+if TYPE_CHECKING:
+    from litestar import Request
 
 # More query parameters than any provider sends; past this the request is rejected.
 MAX_QUERY_FIELDS = 1000

@@ -38,7 +38,11 @@ def parse_time(value: str | None, name: str) -> datetime | None:
     if value is None or value == "":
         return None
     if re.match(r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$", value):
-        return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
+        try:
+            return datetime.now(UTC) - timedelta(seconds=parse_duration(value))
+        except OverflowError:
+            message = f"invalid {name} {value!r}; the duration is too long"
+            raise ApiError(400, message) from None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

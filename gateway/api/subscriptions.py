@@ -58,7 +58,10 @@ Errors = list[dict[str, str]]
 
 def _check_url(data: dict[str, Any], policy: EgressPolicy, errors: Errors) -> None:
     url = data.get("url")
-    parts = urlsplit(url) if isinstance(url, str) else None
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+    except ValueError:
+        parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         errors.append({"field": "url", "message": "must be an http:// or https:// URL"})
         return

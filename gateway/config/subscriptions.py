@@ -19,6 +19,7 @@ MAX_TIMEOUT = 300.0
 MAX_RETRY_DELAY = 30 * 86400.0
 MAX_SCHEDULE_LENGTH = 50
 MAX_IN_FLIGHT_LIMIT = 1000
+MIN_RATE_LIMIT = 1 / 3600
 _RATE = re.compile(r"^\s*(?P<count>\d+(?:\.\d+)?)\s*(?:/\s*(?P<unit>s|m|h))?\s*$")
 _RATE_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _RETRY_KEYS = ("schedule", "jitter", "by_event_type")
@@ -57,7 +58,10 @@ def parse_rate_limit(value: Any) -> float | None:
             f"invalid rate limit {value!r}: write a positive number of sends per"
             " second, or a count per unit such as 600/m"
         )
-    return float(match.group("count")) / _RATE_UNIT_SECONDS[match.group("unit")]
+    rate = float(match.group("count")) / _RATE_UNIT_SECONDS[match.group("unit")]
+    if rate < MIN_RATE_LIMIT:
+        raise ValueError(f"rate limit {value!r} is below the minimum of 1/h")
+    return rate
 
 
 def parse_max_in_flight(value: Any) -> int | None:

@@ -47,9 +47,11 @@ _EARLY_TOLERANCE = timedelta(seconds=1)
 _LOCK_WAIT = 1.0
 # A job waits in place for a send slot this close; a later slot is rescheduled.
 _SLOT_SLEEP_LIMIT = 1.0
-# Seconds until a delivery tries again when its subscription has every
-# in-flight slot taken; the spread keeps waiting jobs from waking together.
-_IN_FLIGHT_RETRY = (0.5, 1.5)
+# When every in-flight slot of a subscription is taken, a delivery tries again
+# after about a second per slot's worth of deliveries waiting, at most a
+# minute, spread so that waiting jobs do not wake together.
+_IN_FLIGHT_SPREAD = (0.5, 1.5)
+_IN_FLIGHT_MAX_WAIT = 60.0
 
 
 @dataclass(frozen=True)
@@ -153,13 +155,28 @@ async def _deliver_locked(
     if limit and not await deliveries.try_in_flight_slot(
         conn, row["subscription_id"], limit
     ):
-        due = datetime.now(UTC) + timedelta(seconds=random.uniform(*_IN_FLIGHT_RETRY))
-        job = deliver_work(row["id"], row["attempts"], due.timestamp(), new_tag("busy"))
-        await deliveries.postpone_delivery(
-            conn, row["id"], row["attempts"], due, job.key, None
-        )
-        return "throttled", [job]
+        return "throttled", await _wait_for_in_flight_slot(conn, row, limit)
     return await _attempt(conn, runtime, row)
+
+
+async def _wait_for_in_flight_slot(
+    conn: Connection, row: dict[str, Any], limit: int
+) -> list[Work]:
+    """Move a delivery whose subscription is at its in-flight limit a little later.
+
+    The wait grows with the backlog, so a long queue behind a slow receiver
+    wakes about `limit` jobs a second instead of all of them.
+    """
+    waiting = await deliveries.count_due(conn, row["subscription_id"], cap=1000)
+    wait = min(max(1.0, waiting / limit), _IN_FLIGHT_MAX_WAIT)
+    due = datetime.now(UTC) + timedelta(
+        seconds=wait * random.uniform(*_IN_FLIGHT_SPREAD)
+    )
+    job = deliver_work(row["id"], row["attempts"], due.timestamp(), new_tag("busy"))
+    await deliveries.postpone_delivery(
+        conn, row["id"], row["attempts"], due, job.key, None
+    )
+    return [job]
 
 
 async def _attempt(

@@ -136,7 +136,10 @@ def egress_policy(settings: Settings) -> EgressPolicy:
 
 def check_url_syntax(url: str) -> None:
     """Raise `EgressRejected` unless `url` is an http or https URL with a host."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise EgressRejected(f"URL {url!r} is invalid") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise EgressRejected(f"URL {url!r} is not an http or https URL with a host")
 

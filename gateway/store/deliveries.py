@@ -364,6 +364,19 @@ async def reserve_send_slot(
     return slot
 
 
+async def count_due(conn: Connection, sub_id: str, cap: int) -> int:
+    """Count a subscription's pending deliveries due within a minute, up to `cap`."""
+    cursor = await conn.execute(
+        "SELECT count(*) AS n FROM (SELECT 1 FROM mfo_deliveries"
+        " WHERE subscription_id = %s AND status = 'pending'"
+        " AND next_attempt_at < now() + interval '1 minute' LIMIT %s) AS due",
+        (sub_id, cap),
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
 async def try_in_flight_slot(conn: Connection, sub_id: str, limit: int) -> bool:
     """Take one of a subscription's `limit` in-flight slots until the transaction ends.
 

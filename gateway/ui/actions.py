@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 RETRY_PAGE = 500
 RETRY_MAX_PAGES = 100
 RETRY_MAX_SECONDS = 60.0
+_MAX_ID_LENGTH = 200
 _RETRY_FILTERS = ("status", "subscription", "event_type", "since", "until")
 
 
@@ -70,6 +71,8 @@ async def retry_delivery(
     request: Request[Any, Any, Any], delivery_id: str
 ) -> Response[Any]:
     """Send one finished delivery again."""
+    if "\x00" in delivery_id or len(delivery_id) > _MAX_ID_LENGTH:
+        return render(request, "error.html", 404, message="delivery not found")
     status, body = await call_api(
         request, "POST", f"/api/deliveries/{quote(delivery_id, safe='')}/retry"
     )
@@ -119,6 +122,8 @@ async def change_subscription(
     """Pause, resume or rotate the secret of a subscription."""
     if action not in ("pause", "resume", "rotate-secret"):
         return render(request, "error.html", 404, message=f"no action {action!r}")
+    if "\x00" in sub_id or len(sub_id) > _MAX_ID_LENGTH:
+        return render(request, "error.html", 404, message="subscription not found")
     path = f"/api/notifications/subscriptions/{quote(sub_id, safe='')}/{action}"
     body_sent: dict[str, Any] | None = {} if action == "rotate-secret" else None
     status, body = await call_api(request, "POST", path, body_sent)

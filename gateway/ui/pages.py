@@ -75,6 +75,11 @@ def _next_cursor(rows: list[dict[str, Any]]) -> str | None:
     return Cursor(rows[-1]["created_at"], rows[-1]["id"]).encode()
 
 
+def _unusable_id(value: str) -> bool:
+    """Tell whether an id from a URL cannot name any row, such as one with a NUL."""
+    return len(value) > _MAX_FILTER_LENGTH or "\x00" in value
+
+
 def bad_filter(request: Request[Any, Any, Any], exc: BadFilter) -> Response[str]:
     return render(request, "error.html", 400, message=str(exc))
 
@@ -164,6 +169,8 @@ async def event_page(
     request: Request[Any, Any, Any], state: State, event_id: str
 ) -> Response[str]:
     """Show an event's payload, the route it came in on, its deliveries and runs."""
+    if _unusable_id(event_id):
+        return render(request, "error.html", 404, message="event not found")
     async with _gateway(state).db.connection() as conn:
         event = await dashboard.get_event(conn, event_id)
         if event is None:
@@ -250,6 +257,8 @@ async def delivery_page(
     request: Request[Any, Any, Any], state: State, delivery_id: str
 ) -> Response[str]:
     """Show a delivery with every attempt and a retry button."""
+    if _unusable_id(delivery_id):
+        return render(request, "error.html", 404, message="delivery not found")
     async with _gateway(state).db.connection() as conn:
         row = await deliveries.get_delivery(conn, delivery_id)
         if row is None:
@@ -327,6 +336,8 @@ async def run_page(
     request: Request[Any, Any, Any], state: State, run_id: str
 ) -> Response[str]:
     """Show a pipeline run with each step's status, output or error."""
+    if _unusable_id(run_id):
+        return render(request, "error.html", 404, message="run not found")
     async with _gateway(state).db.connection() as conn:
         run = await queries.get_run(conn, run_id)
     if run is None:

@@ -523,3 +523,77 @@ def test_subscription_shows_settings(gateway: Gateway) -> None:
         "jitter": 0.0,
     }
     assert "previous_secret" not in created
+
+
+def test_subscription_actions_edge_cases(gateway: Gateway) -> None:
+    """Actions on unknown ids are 404s; a body-less rotation generates a secret."""
+    created = subscribe(gateway, "https://receiver.example/hooks", ["test.edges"])
+    base = f"/api/notifications/subscriptions/{created['id']}"
+    rotated = gateway.api("POST", f"{base}/rotate-secret")
+    paused = gateway.api("POST", f"{base}/pause")
+    paused_again = gateway.api("POST", f"{base}/pause")
+    resumed = gateway.api("POST", f"{base}/resume")
+    resumed_again = gateway.api("POST", f"{base}/resume")
+    long_grace = gateway.api("POST", f"{base}/rotate-secret", json={"grace": "90d"})
+    unknown = [
+        gateway.api("POST", "/api/notifications/subscriptions/sub_nope/pause"),
+        gateway.api("POST", "/api/notifications/subscriptions/sub_nope/resume"),
+        gateway.api("POST", "/api/notifications/subscriptions/sub_nope/rotate-secret"),
+        gateway.api("POST", "/api/events/evt_nope/replay"),
+    ]
+    bad_replay = gateway.api("POST", "/api/events/evt_nope/replay", json={"all": 1})
+
+    assert rotated.status_code == 200
+    assert rotated.json()["secret"].startswith("whsec_")
+    assert rotated.json()["secret"] != created["secret"]
+    assert paused.json()["status"] == "paused"
+    assert paused_again.status_code == 200
+    assert resumed.json()["status"] == "active"
+    assert resumed_again.json()["resumed_deliveries"] == 0
+    assert long_grace.status_code == 400
+    assert [response.status_code for response in unknown] == [404] * 4
+    assert bad_replay.status_code == 400
+
+
+ODD_BODIES: list[Any] = [
+    [],
+    "text",
+    7,
+    None,
+    {"url": "http://[::1", "events": ["x"]},
+    {"url": 5, "events": ["x"]},
+    {"url": "https://a.example", "events": ["x"], "retry": "often"},
+    {"url": "https://a.example", "events": ["x"], "retry": {"schedule": "5s"}},
+    {"url": "https://a.example", "events": ["x"], "timeout": []},
+    {"url": "https://a.example", "events": ["x"], "headers": []},
+    {"url": "https://a.example", "events": ["x"], "max_in_flight": 1e20},
+    {"url": "https://a.example", "events": ["x"], "rate_limit": "1e9"},
+    {"ids": [1, 2]},
+    {"subscription": ["x"]},
+    {"subscription": "x", "since": "99999999999d"},
+    {"subscription": "x", "limit": True},
+    {"grace": -5},
+    {"secret": "whsec_short"},
+    {"missing_only": "yes"},
+]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/notifications/subscribe",
+        "/api/deliveries/retry",
+        "/api/notifications/subscriptions/{sub}/rotate-secret",
+        "/api/events/{event}/replay",
+    ],
+)
+def test_odd_bodies_never_500(gateway: Gateway, path: str) -> None:
+    """No body a client can send to the delivery endpoints produces a 500."""
+    sub = subscribe(gateway, "https://receiver.example/hooks", ["test.odd"])
+    event_id = send_event(gateway, "test.odd")
+    target = path.format(sub=sub["id"], event=event_id)
+    statuses = [
+        gateway.api("POST", target, json=body).status_code for body in ODD_BODIES
+    ]
+
+    assert all(status < 500 for status in statuses), statuses

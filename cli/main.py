@@ -200,8 +200,15 @@ def serve(
         _fail(str(exc))
         return
     server = uvicorn.Server(
+        # Only a route's own trusted-proxy setting decides whether
+        # X-Forwarded-For names the client, so uvicorn must not rewrite it.
         uvicorn.Config(
-            application, host=host, port=port, log_config=None, access_log=False
+            application,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
         )
     )
     server.run()
@@ -295,6 +302,7 @@ def send(
     import httpx
 
     from gateway.config.loader import load_config
+    from gateway.ingress.request import WebhookRequest
     from gateway.ingress.verify import build_verifier
 
     provider, _, route_name = target.partition("/")
@@ -319,13 +327,19 @@ def send(
         if not colon or not name.strip():
             _fail(f"invalid --header {item!r}; write 'Name: value'", code=2)
         headers[name.strip().lower()] = value.strip()
-    headers.update(build_verifier(route.verify).sign(body))
+    target_url = url.rstrip("/") + route.path
+    unsigned = WebhookRequest(body, headers, route.method, target_url)
+    try:
+        signed = build_verifier(route.verify).sign_request(unsigned)
+    except GatewayError as exc:
+        _fail(f"cannot sign for route {target}: {exc}")
+        return
     try:
         response = httpx.request(
-            route.method,
-            url.rstrip("/") + route.path,
-            content=body,
-            headers=headers,
+            signed.method,
+            signed.url,
+            content=signed.body,
+            headers=dict(signed.headers),
             timeout=30,
         )
     except httpx.HTTPError as exc:

@@ -174,7 +174,7 @@ async def sync_config_subscriptions(db: Database, config: GatewayConfig) -> None
 def warn_default_secrets(config: GatewayConfig) -> None:
     """Log a WARNING for each secret that fell back to its development default."""
     for route in config.routes:
-        for variable in route.verify.defaulted_variables:
+        for variable in route.defaulted_variables:
             logger.warning(
                 "route %s uses the development default of %s; set %s before exposing"
                 " this gateway",

@@ -245,8 +245,9 @@ def parse_body(
         text = _decode_text(body, charset or "utf-8")
         check_tree(text, decode.max_json_depth)
         return text
+    shown = repr(media_type) if media_type else f"{content_type!r} (no media type)"
     raise UnsupportedMediaType(
-        f"Content-Type {media_type!r} is not supported; send application/json,"
+        f"Content-Type {shown} is not supported; send application/json,"
         f" {_FORM} or text/plain"
     )
 

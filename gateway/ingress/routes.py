@@ -42,7 +42,9 @@ from gateway.store.database import Database
 
 logger = logging.getLogger(__name__)
 
-_EVENT_TYPE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,199}$")
+# Dot-separated segments, none empty, so a template that renders "github."
+# for a missing header is caught.
+_EVENT_TYPE = re.compile(r"^(?=.{1,200}$)[A-Za-z0-9_:/-]+(?:\.[A-Za-z0-9_:/-]+)*$")
 _MAX_IDEMPOTENCY_KEY = 512
 _SECRET_HEADERS = ("authorization", "cookie", "proxy-authorization")
 

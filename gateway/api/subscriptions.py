@@ -231,6 +231,12 @@ def _parse_rotation(data: Any) -> tuple[str, float]:
     return secret, grace
 
 
+def _unix_time(row: dict[str, Any]) -> float:
+    """Return when a pending delivery is due, as a Unix time; 0 means now."""
+    due = row["next_attempt_at"]
+    return due.timestamp() if due is not None else 0.0
+
+
 async def _enqueue_held(mfo: Any, sub_id: str) -> int:
     """Enqueue the pending deliveries of a subscription that was paused or disabled."""
     tag, after, count = new_tag("resume"), None, 0
@@ -243,9 +249,7 @@ async def _enqueue_held(mfo: Any, sub_id: str) -> int:
             break
         after = rows[-1]["id"]
         work = [
-            deliver_work(
-                row["id"], row["attempts"], row["next_attempt_at"].timestamp(), tag
-            )
+            deliver_work(row["id"], row["attempts"], _unix_time(row), tag)
             for row in rows
         ]
         await mfo.queue.enqueue_work(work)

@@ -231,7 +231,8 @@ async def list_deliveries(
 # subscriptions
 
 SUBSCRIPTION_HEALTH_SQL = (
-    "SELECT s.id, s.name, s.source, s.url, s.events, s.status, s.status_reason,"
+    "SELECT s.id, s.name, s.source, s.url, s.events, s.description, s.status,"
+    " s.status_reason,"
     " s.failing_since, s.previous_secret_expires_at, s.created_at,"
     " h.succeeded, h.failed, h.pending, le.last_error, le.last_error_at"
     " FROM mfo_subscriptions s"

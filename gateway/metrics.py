@@ -171,6 +171,10 @@ class EventTally:
     Events older than a settle window are added to a running tally once;
     only the window is counted again at each scrape. A transaction that
     commits more than the window after its event's created_at is missed.
+
+    NOTE: the first scrape counts the whole table through an index. Where
+    that takes longer than the scrape timeout (tens of millions of events),
+    `mfo_events_total` stays absent until a scrape finishes it in time.
     """
 
     def __init__(self) -> None:

@@ -34,7 +34,9 @@ _TEMPLATE_TREE = {"description": "A value whose string leaves are Jinja template
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
-def _closed(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+def _closed(
+    properties: dict[str, Any], required: tuple[str, ...] = ()
+) -> dict[str, Any]:
     schema: dict[str, Any] = {
         "type": "object",
         "properties": properties,
@@ -71,7 +73,9 @@ def _response_schema() -> dict[str, Any]:
 def _handshake_schema() -> dict[str, Any]:
     return _closed(
         {
-            "method": {"enum": ["GET", "POST", "PUT", "PATCH", "get", "post", "put", "patch"]},
+            "method": {
+                "enum": ["GET", "POST", "PUT", "PATCH", "get", "post", "put", "patch"]
+            },
             "when": {"type": ["string", "boolean"]},
             "verify": {"type": "boolean"},
             "token": _STRING,
@@ -85,7 +89,11 @@ def _handshake_schema() -> dict[str, Any]:
 
 def _route_schema() -> dict[str, Any]:
     event_rule = _closed(
-        {"type": _STRING, "when": {"type": ["string", "boolean"]}, "data": _TEMPLATE_TREE},
+        {
+            "type": _STRING,
+            "when": {"type": ["string", "boolean"]},
+            "data": _TEMPLATE_TREE,
+        },
         ("type",),
     )
     return _closed(
@@ -94,7 +102,10 @@ def _route_schema() -> dict[str, Any]:
             "method": {"enum": ["POST", "PUT", "PATCH", "post", "put", "patch"]},
             "description": {"type": "string"},
             "verify": _verify_schema(),
-            "schema": {"type": "string", "description": "A JSON Schema file under schemas/."},
+            "schema": {
+                "type": "string",
+                "description": "A JSON Schema file under schemas/.",
+            },
             "idempotency_key": _STRING,
             "events": {"type": "array", "items": event_rule, "minItems": 1},
             "max_body_size": _SIZE,

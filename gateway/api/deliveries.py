@@ -80,6 +80,23 @@ def _retry_request(data: Any) -> tuple[dict[str, Any], bool, int | None, str | N
             400,
             f"unknown fields {', '.join(unknown)}; allowed: {', '.join(_RETRY_FIELDS)}",
         )
+
+    dry_run = data.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise ApiError(400, "dry_run must be true or false")
+    limit = data.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+        raise ApiError(400, "limit must be a whole number")
+    after = data.get("after")
+    if after is not None and not isinstance(after, str):
+        raise ApiError(400, "after must be a delivery id")
+
+    page = None if limit is None else parse_limit(limit)
+    return _retry_filters(data), dry_run, page, after
+
+
+def _retry_filters(data: dict[str, Any]) -> dict[str, Any]:
+    """Build the filters of a bulk retry, which never selects pending deliveries."""
     status = data.get("status")
     if status == "pending":
         raise ApiError(400, "pending deliveries are already queued; nothing to retry")
@@ -90,6 +107,7 @@ def _retry_request(data: Any) -> tuple[dict[str, Any], bool, int | None, str | N
         data.get("since"),
         data.get("until"),
     )
+
     ids = data.get("ids")
     if ids is not None:
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
@@ -105,16 +123,7 @@ def _retry_request(data: Any) -> tuple[dict[str, Any], bool, int | None, str | N
         # retry twice does not resend deliveries that succeeded in between.
         filters["status"] = "failed"
     filters["not_pending"] = True
-    dry_run = data.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        raise ApiError(400, "dry_run must be true or false")
-    limit = data.get("limit")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
-        raise ApiError(400, "limit must be a whole number")
-    after = data.get("after")
-    if after is not None and not isinstance(after, str):
-        raise ApiError(400, "after must be a delivery id")
-    return filters, dry_run, None if limit is None else parse_limit(limit), after
+    return filters
 
 
 class DeliveryController(Controller):

@@ -86,6 +86,7 @@ class Gateway:
     async def apply_config(self, config: GatewayConfig) -> None:
         """Swap a config in a process without HTTP routes, such as `mfo worker`."""
         await sync_config_subscriptions(self.db, config)
+        await sync_delivery_settings(self.db, config)
         self.set_config(config)
 
     async def enqueue_work(self, work: Any) -> None:
@@ -269,31 +270,6 @@ class _BoundRuntime:
     def config(self) -> GatewayConfig:
         return self._config
 
-    def set_config(self, config: GatewayConfig) -> None:
-        self._config = config
-
-    def start_reloader(
-        self, kind: str, apply: Callable[[GatewayConfig], Awaitable[None]]
-    ) -> None:
-        """Watch the config files and NOTIFY channel, and swap with `apply`."""
-        state = ReloadState(self._config.version, datetime.now(UTC))
-        self.reloader = ConfigReloader(
-            self.settings.config_dir, apply, state, db=self.db, process_kind=kind
-        )
-        self.reloader.start(watch_files=self.settings.watch_config)
-
-    def reload_soon(self, reason: str) -> None:
-        """Start a reload from a signal handler, without waiting for it."""
-        if self.reloader is not None:
-            task = asyncio.get_running_loop().create_task(self.reloader.reload(reason))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-
-    async def apply_config(self, config: GatewayConfig) -> None:
-        """Swap a config in a process without HTTP routes, such as `mfo worker`."""
-        await sync_config_subscriptions(self.db, config)
-        self.set_config(config)
-
 
 def build_litestar(gateway: Gateway, config: GatewayConfig, token: str) -> Litestar:
     """Build the Litestar app that serves one config version."""
@@ -320,7 +296,9 @@ def build_litestar(gateway: Gateway, config: GatewayConfig, token: str) -> Lites
         ],
         state=State({"mfo": gateway}),
         exception_handlers={Exception: _internal_error},
-        openapi_config=OpenAPIConfig(title="mfo", version=config.version, path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="mfo", version=config.version, path="/schema"
+        ),
         logging_config=None,
         debug=False,
     )
@@ -356,9 +334,7 @@ class GatewayApp:
     arrived; a reload builds a new one and swaps the reference.
     """
 
-    def __init__(
-        self, gateway: Gateway, token: str, run_worker: bool
-    ) -> None:
+    def __init__(self, gateway: Gateway, token: str, run_worker: bool) -> None:
         self.gateway = gateway
         self.token = token
         self.run_worker = run_worker
@@ -369,6 +345,7 @@ class GatewayApp:
         app = build_litestar(self.gateway, config, self.token)
         warn_default_secrets(config)
         await sync_config_subscriptions(self.gateway.db, config)
+        await sync_delivery_settings(self.gateway.db, config)
         self.current = app
         self.gateway.set_config(config)
 

@@ -209,12 +209,40 @@ def providers_schema() -> dict[str, Any]:
 
 def subscriptions_schema() -> dict[str, Any]:
     """Return the JSON Schema of subscriptions.yaml."""
-    retry = _closed(
+    override = _closed(
         {
             "schedule": {"type": "array", "items": _DURATION},
             "jitter": {"type": "number", "minimum": 0, "maximum": 1},
         }
     )
+    retry = _closed(
+        {
+            **override["properties"],
+            "by_event_type": {
+                "description": "Retry schedules for event types or patterns.",
+                "type": "object",
+                "additionalProperties": override,
+            },
+        }
+    )
+    settings: dict[str, Any] = {
+        "timeout": _DURATION,
+        "connect_timeout": _DURATION,
+        "retry": retry,
+        "max_in_flight": {"type": "integer", "minimum": 1},
+        "rate_limit": {
+            "description": "Deliveries per second, or a count per s, m or h: 10/s.",
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string"},
+                {"type": "null"},
+            ],
+        },
+        "disable_after": {
+            "description": "Disable after failing this long without a success, or never.",
+            "anyOf": [_DURATION, {"const": "never"}, {"type": "null"}],
+        },
+    }
     subscription = _closed(
         {
             "url": {"type": "string", "pattern": "^https?://"},
@@ -223,9 +251,8 @@ def subscriptions_schema() -> dict[str, Any]:
             "filter": {"type": "string"},
             "template": _TEMPLATE_TREE,
             "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-            "timeout": _DURATION,
-            "retry": retry,
             "description": {"type": "string"},
+            **settings,
         },
         ("url", "events"),
     )
@@ -235,7 +262,7 @@ def subscriptions_schema() -> dict[str, Any]:
         "title": "mfo subscriptions.yaml",
         **_closed(
             {
-                "defaults": _closed({"timeout": _DURATION, "retry": retry}),
+                "defaults": _closed(settings),
                 "subscriptions": {
                     "type": ["object", "null"],
                     "propertyNames": {"pattern": _NAME_PATTERN},

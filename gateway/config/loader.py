@@ -26,6 +26,12 @@ from gateway.exceptions import ConfigError, ConfigProblem
 
 PROVIDERS_FILE = "providers.yaml"
 SUBSCRIPTIONS_FILE = "subscriptions.yaml"
+# The gateway emits these about its own deliveries (see gateway/events.py).
+OPERATIONAL_EVENT_TYPES = (
+    "delivery.failed",
+    "delivery.recovered",
+    "subscription.disabled",
+)
 RESERVED_PATHS = frozenset(
     {"/api", "/admin", "/healthz", "/readyz", "/schema", "/ui", "/metrics"}
 )
@@ -151,12 +157,8 @@ class _Compiler(ProviderCompiler, PipelineCompiler, SubscriptionCompiler):
         emitted = [
             rule.type.source for p in providers for r in p.routes for rule in r.events
         ]
-        emitted += [
-            step.action.type.source
-            for pipeline in pipelines
-            for step in pipeline.steps
-            if isinstance(step.action, EmitStep)
-        ]
+        emitted += [t for pipeline in pipelines for t in _emitted_types(pipeline)]
+        emitted += OPERATIONAL_EVENT_TYPES
         listeners = [(p.on, p.location, f"pipeline {p.name!r}") for p in pipelines]
         listeners += [
             (s.events, s.location, f"subscription {s.name!r}") for s in subscriptions

@@ -454,3 +454,21 @@ def test_yaml_error_keeps_context(tmp_path: Path) -> None:
     found = errors(write_config(tmp_path, "providers:\n  a: {b: 1\n\n\n  c: 2\n"))
     assert len(found) == 1
     assert "at line 2)" in found[0]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("    url: https://a.example:99999/h\n", "is not a valid URL"),
+        ("    url: https://a.example/h\n    headers: {Content-Length: '5'}\n",
+         "is set by the gateway"),
+    ],
+)
+def test_subscription_url_and_headers_checked(tmp_path: Path, line: str, message: str) -> None:
+    config_dir = write_config(
+        tmp_path, ROUTE, "subscriptions:\n  crm:\n" + line + "    events: ['*']\n"
+    )
+    found = errors(config_dir)
+    assert len(found) == 1
+    assert "subscriptions.yaml:" in found[0]
+    assert message in found[0]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from litestar import Controller, delete, get, post
 from litestar.datastructures import State
 
 from gateway.api.common import ApiError, jsonable, runtime
-from gateway.config.checks import parse_duration
+from gateway.config.checks import header_problem, parse_duration, url_problem
 from gateway.config.model import DeliveryDefaults
 from gateway.config.subscriptions import (
     build_retry_policy,
@@ -58,12 +57,11 @@ Errors = list[dict[str, str]]
 
 def _check_url(data: dict[str, Any], policy: EgressPolicy, errors: Errors) -> None:
     url = data.get("url")
-    try:
-        parts = urlsplit(url) if isinstance(url, str) else None
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        errors.append({"field": "url", "message": "must be an http:// or https:// URL"})
+    problem = url_problem(url) if isinstance(url, str) else "is missing or not a string"
+    if problem is not None:
+        errors.append(
+            {"field": "url", "message": f"{problem}; send an http:// or https:// URL"}
+        )
         return
     try:
         check_literal_target(url, policy)
@@ -184,6 +182,11 @@ def parse_subscription(
         errors.append(
             {"field": "headers", "message": "must map header names to strings"}
         )
+    else:
+        for name, value in headers.items():
+            problem = header_problem(name, value)
+            if problem is not None:
+                errors.append({"field": "headers", "message": problem})
     description = data.get("description") or ""
     if not isinstance(description, str):
         errors.append({"field": "description", "message": "must be a string"})

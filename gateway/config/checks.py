@@ -55,6 +55,51 @@ def parse_size(value: Any) -> int:
     return int(match.group("number")) * _UNIT_BYTES[unit.lower() if unit else None]
 
 
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Headers the gateway sets itself on every delivery; a subscription may not
+# replace them, because that would break the request or its signature.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+
+
+def url_problem(value: str) -> str | None:
+    """Say what makes a subscriber URL unusable, or return None when it is fine."""
+    if any(ord(char) < 0x21 or ord(char) == 0x7F for char in value):
+        return "contains spaces or control characters"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not an http:// or https:// URL with a host"
+    if port == 0:
+        return "has port 0"
+    return None
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Say why an extra delivery header cannot be sent, or return None."""
+    if not _HEADER_NAME.match(name):
+        return f"header name {name!r} is not a valid HTTP header name"
+    if name.lower() in RESERVED_HEADERS:
+        return f"header {name!r} is set by the gateway and cannot be replaced"
+    if any(char in value for char in "\r\n\0"):
+        return f"header {name!r} has a line break or NUL in its value"
+    return None
+
+
 def _type_name(value: Any) -> str:
     if value == "":
         return "an empty string"
@@ -193,12 +238,12 @@ class Checker:
         value = self.string(node, key, what)
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        problem = url_problem(value)
+        if problem is not None:
             self.error(
                 node.value_at(key),
-                f"{what}.{key} is {value!r}; expected an http:// or https:// URL"
-                " with a host",
+                f"{what}.{key} {value!r} {problem}; expected an http:// or https://"
+                " URL with a host",
             )
             return None
         return value

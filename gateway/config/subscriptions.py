@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gateway.config.checks import parse_duration
+from gateway.config.checks import header_problem, parse_duration
 from gateway.config.model import DeliveryDefaults, RetryPolicy, SubscriptionConfig
 from gateway.config.sections import SectionCompiler
 from gateway.config.source import LoadedFile, Location, YList, YMap
@@ -329,6 +329,10 @@ class SubscriptionCompiler(SectionCompiler):
                 self.check.error(
                     headers.value_at(key), f"{what}.headers.{key} must be a string"
                 )
+                continue
+            problem = header_problem(key, str(value))
+            if problem is not None:
+                self.check.error(headers.key_at(key), f"{what}.headers: {problem}")
                 continue
             result[key] = str(value)
         return result

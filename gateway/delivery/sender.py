@@ -125,13 +125,18 @@ async def send_attempt(
         "user-agent": USER_AGENT,
         **signature_headers(secrets, message_id, int(time.time()), body),
     }
-    request = client.build_request(
-        "POST",
-        url,
-        content=body,
-        headers=headers,
-        timeout=httpx.Timeout(timeout, connect=connect_timeout),
-    )
+    try:
+        request = client.build_request(
+            "POST",
+            url,
+            content=body,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        )
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        # A subscription stored before its URL or headers were checked as
+        # strictly as now; the attempt fails instead of the job.
+        return _failed(started_at, clock, f"invalid request: {exc}")
     try:
         async with asyncio.timeout(connect_timeout + timeout):
             response = await client.send(request, stream=True, follow_redirects=False)

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
 
 import typer
 
@@ -47,6 +48,11 @@ def call(url: str, config_dir: Path, method: str, path: str, body: Any = None) -
         return client.post(path, body or {})
     except CliError as exc:
         fail(str(exc))
+
+
+def segment(value: str) -> str:
+    """Quote an id for one path segment, so '../x' or '?' cannot change the path."""
+    return quote(value, safe="")
 
 
 def print_json(value: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import DEFAULT_URL, ConfigDir, ServerUrl, call, print_json
+from cli.common import DEFAULT_URL, ConfigDir, ServerUrl, call, print_json, segment
 
 app = typer.Typer(help="Show stored events and replay them.", no_args_is_help=True)
 
@@ -19,7 +19,7 @@ def show(
     config_dir: ConfigDir = Path("config"),
 ) -> None:
     """Show an event with its deliveries and pipeline runs."""
-    print_json(call(url, config_dir, "GET", f"/api/events/{event_id}"))
+    print_json(call(url, config_dir, "GET", f"/api/events/{segment(event_id)}"))
 
 
 @app.command("replay")
@@ -43,7 +43,7 @@ def replay(
         url,
         config_dir,
         "POST",
-        f"/api/events/{event_id}/replay",
+        f"/api/events/{segment(event_id)}/replay",
         {"missing_only": missing_only},
     )
     for delivery_id in result["deliveries"]:

@@ -15,7 +15,7 @@ import typer
 import cli.events
 import cli.subscriptions
 from cli.client import ApiClient, CliError
-from cli.common import retry_in_batches
+from cli.common import retry_in_batches, segment
 from cli.logs import configure_logging
 from gateway.exceptions import ConfigError, GatewayError
 
@@ -152,7 +152,9 @@ def _settings(config_dir: Path) -> Any:
 
     settings = Settings.from_env(config_dir)
     database = settings.database_url
-    if database is not None and not database.startswith(("postgresql://", "postgres://")):
+    if database is not None and not database.startswith(
+        ("postgresql://", "postgres://")
+    ):
         _fail(
             "MFO_DATABASE_URL must be a postgresql:// URL such as"
             " postgresql://user@127.0.0.1:5432/mfo; unset it to use the embedded database",
@@ -425,7 +427,7 @@ def deliveries_show(
 ) -> None:
     """Show one delivery with every attempt."""
     try:
-        row = _client(url, config_dir).get(f"/api/deliveries/{delivery_id}")
+        row = _client(url, config_dir).get(f"/api/deliveries/{segment(delivery_id)}")
     except CliError as exc:
         _fail(str(exc))
         return

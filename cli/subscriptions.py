@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import DEFAULT_URL, ConfigDir, ServerUrl, call, print_json
+from cli.common import DEFAULT_URL, ConfigDir, ServerUrl, call, print_json, segment
 
 app = typer.Typer(
     help="List, pause, resume and re-key outgoing subscriptions.", no_args_is_help=True
@@ -34,7 +34,7 @@ def show(
     config_dir: ConfigDir = Path("config"),
 ) -> None:
     """Show one subscription as JSON."""
-    print_json(call(url, config_dir, "GET", f"{_BASE}/{subscription}"))
+    print_json(call(url, config_dir, "GET", f"{_BASE}/{segment(subscription)}"))
 
 
 @app.command("pause")
@@ -44,7 +44,7 @@ def pause(
     config_dir: ConfigDir = Path("config"),
 ) -> None:
     """Stop sending; new and due deliveries wait until `resume`."""
-    row = call(url, config_dir, "POST", f"{_BASE}/{subscription}/pause")
+    row = call(url, config_dir, "POST", f"{_BASE}/{segment(subscription)}/pause")
     typer.echo(f"{row['id']} {row['status']}")
 
 
@@ -55,7 +55,7 @@ def resume(
     config_dir: ConfigDir = Path("config"),
 ) -> None:
     """Send again after a pause or a disable; held deliveries go out now."""
-    row = call(url, config_dir, "POST", f"{_BASE}/{subscription}/resume")
+    row = call(url, config_dir, "POST", f"{_BASE}/{segment(subscription)}/resume")
     typer.echo(
         f"{row['id']} {row['status']}; {row['resumed_deliveries']} held deliveries"
         " queued"
@@ -80,7 +80,9 @@ def rotate_secret(
     new secret and one with the old secret.
     """
     body = {"grace": grace} if secret is None else {"grace": grace, "secret": secret}
-    row = call(url, config_dir, "POST", f"{_BASE}/{subscription}/rotate-secret", body)
+    row = call(
+        url, config_dir, "POST", f"{_BASE}/{segment(subscription)}/rotate-secret", body
+    )
     typer.echo(row["secret"])
     typer.echo(
         f"the old secret signs too until {row['previous_secret_expires_at']}", err=True

@@ -63,6 +63,7 @@ from gateway.delivery.egress import EgressPolicy, create_http_client
 from tests.support import Gateway
 
 # A schedule that keeps retrying through a 60 s outage: 1+2+4+8*12 s.
+_SUBSCRIPTIONS = "/api/notifications/subscriptions"
 STORM_RETRY = {"schedule": ["1s", "2s", "4s"] + ["8s"] * 12, "jitter": 0.2}
 
 
@@ -178,8 +179,13 @@ def storm(
     )
 
 
-async def _post_rate(url: str, concurrency: int, count: int) -> float:
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+async def _post_rate(
+    url: str, concurrency: int, count: int, max_connections: int
+) -> float:
+    keepalive = min(32, max_connections)
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=keepalive
+    )
     client = create_http_client(EgressPolicy(allow_private=True), limits=limits)
     body = json.dumps(base_payload()).encode()
     remaining = [min(count, 200)]
@@ -198,12 +204,18 @@ async def _post_rate(url: str, concurrency: int, count: int) -> float:
         return count / (time.perf_counter() - started)
 
 
-def httpx_rates(sink: Sink, count: int) -> dict[int, float]:
-    """Measure httpx POSTs per second to the sink at several concurrencies."""
+def httpx_rates(sink: Sink, count: int) -> dict[str, float]:
+    """Measure httpx POSTs per second to the sink by concurrency and pool size.
+
+    Keys read `concurrency/max_connections`. The delivery client's default
+    pool is 64 connections.
+    """
     rates = {}
-    for concurrency in (1, 4, 8, 16, 32, 64):
-        rate = asyncio.run(_post_rate(sink.url + "/raw", concurrency, count))
-        rates[concurrency] = round(rate, 1)
+    cases = [(1, 64), (4, 64), (8, 64), (16, 64), (32, 64), (64, 64)]
+    cases += [(16, 4), (16, 8), (64, 8)]
+    for concurrency, pool in cases:
+        rate = asyncio.run(_post_rate(sink.url + "/raw", concurrency, count, pool))
+        rates[f"{concurrency}/{pool}"] = round(rate, 1)
     return rates
 
 
@@ -223,6 +235,11 @@ def fanout(
             max_in_flight=MAX_IN_FLIGHT_LIMIT,
         )
         events = max(1, args.fanout_deliveries // subscribers)
+        # One subscriber: deliver a held backlog, so that the figure is the
+        # worker's rate and not the rate of sending webhooks one by one.
+        backlog = subscribers == 1
+        if backlog:
+            call_many(gateway, "POST", [f"{_SUBSCRIPTIONS}/{ids[0]}/pause"])
         sink.control(reset=True)
         payload = base_payload()
         started = time.time()
@@ -233,6 +250,9 @@ def fanout(
                     ROUTE, content=json.dumps(payload), headers=HEADERS
                 )
                 assert response.status_code == 202, response.text
+        if backlog:
+            started = time.time()
+            call_many(gateway, "POST", [f"{_SUBSCRIPTIONS}/{ids[0]}/resume"])
         expected = events * subscribers
         stats = sink.wait_for(expected, 300)
         rate = stats["ok"] / (stats["last_at"] - started)
@@ -241,6 +261,7 @@ def fanout(
                 "figure": "fanout",
                 "subscribers": subscribers,
                 "events": events,
+                "from_backlog": backlog,
                 "delivered": stats["ok"],
                 "expected": expected,
                 "deliveries_per_second": round(rate, 1),
@@ -249,9 +270,7 @@ def fanout(
             },
             out,
         )
-        call_many(
-            gateway, "DELETE", [f"/api/notifications/subscriptions/{i}" for i in ids]
-        )
+        call_many(gateway, "DELETE", [f"{_SUBSCRIPTIONS}/{i}" for i in ids])
 
 
 def storage_size(backend: Backend, data_dir: Path) -> dict[str, int]:
@@ -285,9 +304,7 @@ def storage(
     count = args.storage_deliveries
     sink_url = "http://127.0.0.1:9/paused"
     ids = subscribe_many(gateway, [sink_url] * count, [EVENT_TYPE])
-    call_many(
-        gateway, "POST", [f"/api/notifications/subscriptions/{i}/pause" for i in ids]
-    )
+    call_many(gateway, "POST", [f"{_SUBSCRIPTIONS}/{i}/pause" for i in ids])
     payload = base_payload()
     payload["email_id"] = f"storage-{time.time()}"
     payload["padding"] = ""

@@ -30,6 +30,7 @@ from gateway.config.model import GatewayConfig
 from gateway.delivery.egress import egress_policy
 from gateway.delivery.policy import sync_delivery_settings
 from gateway.delivery.signing import generate_secret
+from gateway.events import RequestBatcher
 from gateway.exceptions import GatewayError
 from gateway.ids import new_id
 from gateway.ingress.routes import build_route_handlers
@@ -54,6 +55,7 @@ class Gateway:
         self.database_url: str | None = None
         self.db: Database = None  # type: ignore[assignment]
         self.queue: JobQueue = None  # type: ignore[assignment]
+        self.batcher: RequestBatcher = None  # type: ignore[assignment]
         self.worker: Worker | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._worker_runtime: WorkerRuntime | None = None
@@ -103,6 +105,7 @@ class Gateway:
         self.db = Database(url, max_size=20)
         await self.db.open()
         await self.db.migrate()
+        self.batcher = RequestBatcher(self.db)
         self.queue = JobQueue(self.settings.queue_url or url)
         await self.queue.connect()
         await sync_config_subscriptions(self.db, self._config)
@@ -266,6 +269,10 @@ class _BoundRuntime:
     @property
     def queue(self) -> JobQueue:
         return self.gateway.queue
+
+    @property
+    def batcher(self) -> RequestBatcher:
+        return self.gateway.batcher
 
     def config(self) -> GatewayConfig:
         return self._config

@@ -9,6 +9,7 @@ again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Sequence
@@ -112,14 +113,20 @@ def _subscription_matches(sub: dict[str, Any], event: dict[str, Any]) -> bool:
 
 
 async def fan_out(
-    conn: Connection, config: GatewayConfig, events: Sequence[dict[str, Any]]
+    conn: Connection,
+    config: GatewayConfig,
+    events: Sequence[dict[str, Any]],
+    subscriptions: Sequence[dict[str, Any]] | None = None,
 ) -> list[Work]:
     """Create the runs and deliveries that stored events cause.
 
     Paused subscriptions get deliveries too; those wait until they resume.
+    `subscriptions` are the receiving subscriptions read in this transaction,
+    or None to read them here.
     """
     work: list[Work] = []
-    subscriptions = await queries.receiving_subscriptions(conn)
+    if subscriptions is None:
+        subscriptions = await queries.receiving_subscriptions(conn)
     for event in events:
         for pipeline in config.pipelines_for(event["type"]):
             if pipeline.when is not None and not _pipeline_wants(pipeline.when, event):
@@ -130,10 +137,23 @@ async def fan_out(
                 conn, run_id, pipeline.name, event["id"], run.key
             ):
                 work.append(run)
-        for sub in subscriptions:
-            if _subscription_matches(sub, event):
-                work += await _create_delivery(conn, event, sub["id"], replay=0)
+        matching = [sub for sub in subscriptions if _subscription_matches(sub, event)]
+        work += await _create_deliveries(conn, event, matching)
     return work
+
+
+async def _create_deliveries(
+    conn: Connection, event: dict[str, Any], subscriptions: Sequence[dict[str, Any]]
+) -> list[Work]:
+    jobs = {}
+    rows = []
+    for sub in subscriptions:
+        job = deliver_work(new_id("msg"), 0)
+        delivery_id = job.kwargs["delivery_id"]
+        jobs[delivery_id] = job
+        rows.append((delivery_id, sub["id"], job.key))
+    created = await deliveries.insert_deliveries(conn, event["id"], event["type"], rows)
+    return [job for delivery_id, job in jobs.items() if delivery_id in created]
 
 
 async def _create_delivery(
@@ -187,28 +207,116 @@ async def store_request(
 ) -> IngestResult:
     """Store a request and its events in one transaction, or find its duplicate."""
     async with db.transaction() as conn:
-        inserted = await queries.insert_request(conn, request_row)
-        if not inserted:
-            duplicate = await queries.find_duplicate(
-                conn, request_row["provider"], request_row["idempotency_key"]
-            )
-            assert duplicate is not None
-            request_id, event_ids = duplicate
-            return IngestResult(request_id, event_ids, duplicate=True)
-        rows = []
-        for new_event in events:
-            row = {
-                "id": new_id("evt"),
-                "type": new_event.type,
-                "data": new_event.data,
-                "request_id": request_row["id"],
-                "provider": request_row["provider"],
-                "route": request_row["route"],
-            }
-            await queries.insert_event(conn, row)
-            rows.append(row)
-        work = await fan_out(conn, config, rows)
+        return await _store_request_in(conn, config, request_row, events, None)
+
+
+async def _store_request_in(
+    conn: Connection,
+    config: GatewayConfig,
+    request_row: dict[str, Any],
+    events: Sequence[NewEvent],
+    subscriptions: Sequence[dict[str, Any]] | None,
+) -> IngestResult:
+    inserted = await queries.insert_request(conn, request_row)
+    if not inserted:
+        duplicate = await queries.find_duplicate(
+            conn, request_row["provider"], request_row["idempotency_key"]
+        )
+        assert duplicate is not None
+        request_id, event_ids = duplicate
+        return IngestResult(request_id, event_ids, duplicate=True)
+    rows = []
+    for new_event in events:
+        row = {
+            "id": new_id("evt"),
+            "type": new_event.type,
+            "data": new_event.data,
+            "request_id": request_row["id"],
+            "provider": request_row["provider"],
+            "route": request_row["route"],
+        }
+        await queries.insert_event(conn, row)
+        rows.append(row)
+    work = await fan_out(conn, config, rows, subscriptions)
     return IngestResult(request_row["id"], [row["id"] for row in rows], False, work)
+
+
+_PendingRequest = tuple[
+    GatewayConfig, dict[str, Any], Sequence[NewEvent], "asyncio.Future[IngestResult]"
+]
+
+
+class RequestBatcher:
+    """Store requests that arrive together in one transaction, one commit for many.
+
+    A request waits only while the transaction before it runs, so an idle
+    gateway stores each request at once. Under load the requests that arrive
+    meanwhile share the next transaction, which saves a commit (a WAL flush),
+    a pool checkout and the read of the receiving subscriptions per request.
+    """
+
+    def __init__(self, db: Database, max_batch: int = 64) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._pending: list[_PendingRequest] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def store(
+        self,
+        config: GatewayConfig,
+        request_row: dict[str, Any],
+        events: Sequence[NewEvent],
+    ) -> IngestResult:
+        """Store a request and its events, or find its duplicate, as `store_request`."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[IngestResult] = loop.create_future()
+        self._pending.append((config, request_row, events, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                await self._store_batch(batch)
+        finally:
+            self._flusher = None
+
+    async def _store_batch(self, batch: list[_PendingRequest]) -> None:
+        try:
+            async with self.db.transaction() as conn:
+                subscriptions = await queries.receiving_subscriptions(conn)
+                results = [
+                    await _store_request_in(conn, config, row, events, subscriptions)
+                    for config, row, events, _ in batch
+                ]
+        except Exception as exc:
+            if len(batch) > 1:
+                # One request's failure must not fail the others: store each alone.
+                for item in batch:
+                    await self._store_batch([item])
+                return
+            _settle(batch[0][3], exception=exc)
+            return
+        for (_, _, _, future), result in zip(batch, results, strict=True):
+            _settle(future, result=result)
+
+
+def _settle(
+    future: asyncio.Future[IngestResult],
+    result: IngestResult | None = None,
+    exception: BaseException | None = None,
+) -> None:
+    """Resolve a waiting request, unless its handler was cancelled meanwhile."""
+    if future.done():
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        assert result is not None
+        future.set_result(result)
 
 
 async def emit_event(

@@ -24,7 +24,7 @@ from litestar.handlers import HTTPRouteHandler
 
 from gateway.config.model import GatewayConfig, RouteConfig
 from gateway.config.templates import RenderError
-from gateway.events import IngestResult, NewEvent, WorkQueue, store_request
+from gateway.events import IngestResult, NewEvent, RequestBatcher, WorkQueue
 from gateway.exceptions import IngressError, InvalidPayload, UnmappablePayload
 from gateway.ids import new_id
 from gateway.ingress.decode import decompress, parse_body, read_body, unstorable_value
@@ -54,6 +54,7 @@ class IngressRuntime(Protocol):
 
     db: Database
     queue: WorkQueue
+    batcher: RequestBatcher
 
     def config(self) -> GatewayConfig: ...
 
@@ -230,7 +231,7 @@ async def _store(
         "remote_addr": incoming.client_host,
         "idempotency_key": key,
     }
-    return await store_request(runtime.db, runtime.config(), request_row, events)
+    return await runtime.batcher.store(runtime.config(), request_row, events)
 
 
 def build_route_handler(

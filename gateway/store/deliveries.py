@@ -55,6 +55,39 @@ async def insert_delivery(
     return await cursor.fetchone() is not None
 
 
+async def insert_deliveries(
+    conn: Connection,
+    event_id: str,
+    event_type: str,
+    rows: Sequence[tuple[str, str, str]],
+    replay: int = 0,
+) -> set[str]:
+    """Insert deliveries of one event due now, one statement for all of them.
+
+    `rows` are (delivery id, subscription id, job key). Return the ids
+    inserted, leaving out those whose replay of the event exists already.
+    """
+    if not rows:
+        return set()
+    cursor = await conn.execute(
+        "INSERT INTO mfo_deliveries (id, event_id, subscription_id, event_type,"
+        " next_attempt_at, job_key, replay)"
+        " SELECT d.id, %s, d.subscription_id, %s, now(), d.job_key, %s"
+        " FROM unnest(%s::text[], %s::text[], %s::text[])"
+        " AS d(id, subscription_id, job_key)"
+        " ON CONFLICT (event_id, subscription_id, replay) DO NOTHING RETURNING id",
+        (
+            event_id,
+            event_type,
+            replay,
+            [row[0] for row in rows],
+            [row[1] for row in rows],
+            [row[2] for row in rows],
+        ),
+    )
+    return {row["id"] for row in await cursor.fetchall()}
+
+
 async def peek_delivery(conn: Connection, delivery_id: str) -> dict[str, Any] | None:
     """Read a delivery with its event and subscription, without locking it."""
     cursor = await conn.execute(

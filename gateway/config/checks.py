@@ -242,8 +242,8 @@ class Checker:
         if problem is not None:
             self.error(
                 node.value_at(key),
-                f"{what}.{key} {value!r} {problem}; expected an http:// or https://"
-                " URL with a host",
+                f"{what}.{key} is {value!r}; expected an http:// or https:// URL"
+                f" with a host (it {problem})",
             )
             return None
         return value

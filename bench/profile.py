@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,7 +69,7 @@ def main() -> None:
             )
             run_wrk(gateway.base_url, 2)
             spy = [
-                "py-spy",
+                shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
                 "record",
                 "--pid",
                 str(gateway.process.pid),

@@ -105,9 +105,9 @@ class Gateway:
         self.db = Database(url, max_size=20)
         await self.db.open()
         await self.db.migrate()
-        self.batcher = RequestBatcher(self.db)
         self.queue = JobQueue(self.settings.queue_url or url)
         await self.queue.connect()
+        self.batcher = RequestBatcher(self.db, self.queue)
         await sync_config_subscriptions(self.db, self._config)
         await sync_delivery_settings(self.db, self._config)
         if run_worker:

@@ -153,7 +153,14 @@ async def _create_deliveries(
         jobs[delivery_id] = job
         rows.append((delivery_id, sub["id"], job.key))
     created = await deliveries.insert_deliveries(conn, event["id"], event["type"], rows)
-    return [job for delivery_id, job in jobs.items() if delivery_id in created]
+    # A paused subscription's deliveries get their jobs when it resumes, so
+    # no job waits in the queue for them meanwhile.
+    active = {sub["id"] for sub in subscriptions if sub.get("status") != "paused"}
+    return [
+        job
+        for (delivery_id, sub_id, _), job in zip(rows, jobs.values(), strict=True)
+        if delivery_id in created and sub_id in active
+    ]
 
 
 async def _create_delivery(
@@ -253,13 +260,18 @@ class RequestBatcher:
     gateway stores each request at once. Under load the requests that arrive
     meanwhile share the next transaction, which saves a commit (a WAL flush),
     a pool checkout and the read of the receiving subscriptions per request.
+    The jobs of a committed batch are enqueued together by a background task,
+    after the requests have their results. A job lost there, as when the
+    process stops first, is enqueued again by the sweep.
     """
 
-    def __init__(self, db: Database, max_batch: int = 64) -> None:
+    def __init__(self, db: Database, queue: WorkQueue, max_batch: int = 64) -> None:
         self.db = db
+        self.queue = queue
         self.max_batch = max_batch
         self._pending: list[_PendingRequest] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._enqueuers: set[asyncio.Task[None]] = set()
 
     async def store(
         self,
@@ -300,8 +312,14 @@ class RequestBatcher:
                 return
             _settle(batch[0][3], exception=exc)
             return
+        work: list[Work] = []
         for (_, _, _, future), result in zip(batch, results, strict=True):
             _settle(future, result=result)
+            work += result.work
+        if work:
+            task = asyncio.create_task(self.queue.enqueue_work(work))
+            self._enqueuers.add(task)
+            task.add_done_callback(self._enqueuers.discard)
 
 
 def _settle(

@@ -45,6 +45,9 @@ _SWEEP_BATCH = 500
 # One sweep re-enqueues at most this many batches; the next sweep goes on.
 _SWEEP_MAX_BATCHES = 20
 _WAITING = (Status.NEW, Status.QUEUED)
+# Jobs of one batch enqueued at once: enough to overlap round trips to the
+# queue, few enough to leave saq's connection pool to the worker.
+_ENQUEUE_CONCURRENCY = 8
 
 
 class JobQueue:
@@ -67,18 +70,26 @@ class JobQueue:
         work but does not lose it, and the caller's request still succeeds.
         """
         failures: list[tuple[str, Exception]] = []
-        for item in work:
-            try:
-                await self.saq.enqueue(
-                    item.function,
-                    key=item.key,
-                    scheduled=int(item.scheduled),
-                    timeout=_JOB_TIMEOUT,
-                    retries=1,
-                    **item.kwargs,
-                )
-            except Exception as exc:
-                failures.append((item.key, exc))
+        slots = asyncio.Semaphore(_ENQUEUE_CONCURRENCY)
+
+        async def enqueue(item: Work) -> None:
+            async with slots:
+                try:
+                    await self.saq.enqueue(
+                        item.function,
+                        key=item.key,
+                        scheduled=int(item.scheduled),
+                        timeout=_JOB_TIMEOUT,
+                        retries=1,
+                        **item.kwargs,
+                    )
+                except Exception as exc:
+                    failures.append((item.key, exc))
+
+        if len(work) == 1:
+            await enqueue(work[0])
+        else:
+            await asyncio.gather(*(enqueue(item) for item in work))
         if failures:
             key, error = failures[0]
             logger.warning(

@@ -205,9 +205,8 @@ async def _accept(
     context = template_context(route_config, incoming, payload, compiled.secret_query)
     key = _idempotency_key(route_config, context)
     events = _map_events(route_config, context)
+    # The batcher enqueues the jobs of new requests once they are committed.
     result = await _store(runtime, compiled, incoming, key, events)
-    if not result.duplicate:
-        await runtime.queue.enqueue_work(result.work)
     summary = f"request={result.request_id} events={','.join(result.event_ids) or '-'}"
     return _answer(route_config, result, context), summary
 

@@ -253,7 +253,7 @@ async def insert_subscription(conn: Connection, row: dict[str, Any]) -> dict[str
 async def receiving_subscriptions(conn: Connection) -> list[dict[str, Any]]:
     """Return the subscriptions that get deliveries: active ones, and paused ones."""
     cursor = await conn.execute(
-        "SELECT id, events, filter FROM mfo_subscriptions"
+        "SELECT id, status, events, filter FROM mfo_subscriptions"
         " WHERE status IN ('active', 'paused') AND deleted_at IS NULL"
     )
     return await cursor.fetchall()

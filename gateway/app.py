@@ -334,7 +334,7 @@ def _document_payloads(app: Litestar, config: GatewayConfig) -> None:
 
 
 class GatewayApp:
-    """The ASGI application: shared resources, and the Litestar app of the day.
+    """The ASGI application: shared resources, and the current Litestar app.
 
     Lifespan events start and stop the database, queue, worker and config
     watcher. Each HTTP request goes to the Litestar app current when it

@@ -256,21 +256,33 @@ _PendingRequest = tuple[
 class RequestBatcher:
     """Store requests that arrive together in one transaction, one commit for many.
 
-    A request waits only while the transaction before it runs, so an idle
-    gateway stores each request at once. Under load the requests that arrive
-    meanwhile share the next transaction, which saves a commit (a WAL flush),
-    a pool checkout and the read of the receiving subscriptions per request.
+    Up to `max_in_flight` transactions run at once, so that PostgreSQL works
+    on one while this process prepares the next. A request waits only when
+    all of them are busy, so an idle gateway stores each request at once.
+    Under load the requests that arrive meanwhile share the next transaction,
+    which saves a commit (a WAL flush), a pool checkout and the read of the
+    receiving subscriptions per request.
     The jobs of a committed batch are enqueued together by a background task,
     after the requests have their results. A job lost there, as when the
     process stops first, is enqueued again by the sweep.
     """
 
-    def __init__(self, db: Database, queue: WorkQueue, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        db: Database,
+        queue: WorkQueue,
+        max_batch: int = 64,
+        max_in_flight: int = 4,
+    ) -> None:
         self.db = db
         self.queue = queue
         self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
         self._pending: list[_PendingRequest] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._flushers: set[asyncio.Task[None]] = set()
+        # Counted apart from the tasks, because a finished task leaves the
+        # set only in a later turn of the event loop.
+        self._flushing = 0
         self._enqueuers: set[asyncio.Task[None]] = set()
 
     async def store(
@@ -283,8 +295,11 @@ class RequestBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[IngestResult] = loop.create_future()
         self._pending.append((config, request_row, events, future))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush())
+        if self._flushing < self.max_in_flight:
+            self._flushing += 1
+            flusher = asyncio.create_task(self._flush())
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
         return await future
 
     async def _flush(self) -> None:
@@ -294,7 +309,7 @@ class RequestBatcher:
                 del self._pending[: self.max_batch]
                 await self._store_batch(batch)
         finally:
-            self._flusher = None
+            self._flushing -= 1
 
     async def _store_batch(self, batch: list[_PendingRequest]) -> None:
         try:

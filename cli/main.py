@@ -296,9 +296,10 @@ def send(
         list[str] | None,
         typer.Option("--header", "-H", help="Extra header 'Name: value'; repeatable."),
     ] = None,
-    content_type: Annotated[str, typer.Option(help="Content-Type of the body.")] = (
-        "application/json"
-    ),
+    content_type: Annotated[
+        str | None,
+        typer.Option(help="Content-Type of the body; guessed from it when left out."),
+    ] = None,
 ) -> None:
     """Sign a payload file as the route's provider would and POST it."""
     import httpx
@@ -323,7 +324,7 @@ def send(
     except OSError as exc:
         _fail(f"cannot read {payload_file}: {exc.strerror}")
         return
-    headers = {"content-type": content_type}
+    headers = {"content-type": content_type or _guess_content_type(body)}
     for item in header or []:
         name, colon, value = item.partition(":")
         if not colon or not name.strip():
@@ -344,11 +345,26 @@ def send(
             headers=dict(signed.headers),
             timeout=30,
         )
+    except UnicodeEncodeError:
+        _fail("header values must be ASCII text; check the --header options", code=2)
+        return
     except httpx.HTTPError as exc:
         _fail(f"cannot reach {url}: {exc}; is `mfo serve` running?")
         return
     typer.echo(f"{response.status_code} {response.text}")
     raise typer.Exit(0 if response.is_success else 1)
+
+
+def _guess_content_type(body: bytes) -> str:
+    """Tell JSON from a form body, as Twilio and Slack interactions send forms."""
+    try:
+        json.loads(body)
+    except ValueError:
+        text = body.decode("utf-8", "replace").strip()
+        if text and "=" in text and " " not in text and not text.startswith(("{", "[")):
+            return "application/x-www-form-urlencoded"
+        return "text/plain; charset=utf-8"
+    return "application/json"
 
 
 def _client(url: str, config_dir: Path) -> ApiClient:

@@ -74,7 +74,12 @@ class Gateway:
         """Watch the config files and NOTIFY channel, and swap with `apply`."""
         state = ReloadState(self._config.version, datetime.now(UTC))
         self.reloader = ConfigReloader(
-            self.settings.config_dir, apply, state, db=self.db, process_kind=kind
+            self.settings.config_dir,
+            apply,
+            state,
+            db=self.db,
+            process_kind=kind,
+            current=self.config,
         )
         self.reloader.start(watch_files=self.settings.watch_config)
 
@@ -221,6 +226,13 @@ def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response
                 exc.extra if isinstance(exc.extra, dict) else {"extra": exc.extra}
             )
         return Response(body, status_code=exc.status_code, headers=exc.headers)
+    if isinstance(exc, RecursionError):
+        # The JSON decoder of API bodies recurses once per nesting level.
+        logger.info(
+            "rejected %s %s: nested too deeply", request.method, request.url.path
+        )
+        detail = "the request body is nested too deeply"
+        return Response({"status_code": 400, "detail": detail}, status_code=400)
     if isinstance(exc, psycopg.DataError | OverflowError):
         # A value the database or the clock cannot hold, such as a NUL
         # character in an id or a duration of a billion days.

@@ -38,6 +38,7 @@ from gateway.store.database import Database
 logger = logging.getLogger(__name__)
 
 QUEUE_NAME = "mfo"
+SHUTDOWN_GRACE = 20
 _JOB_TIMEOUT = 600
 # A running pipeline whose job started this long ago is presumed dead.
 _RUN_STALL = timedelta(minutes=10)
@@ -295,5 +296,8 @@ def create_worker(runtime: WorkerRuntime, concurrency: int = 16) -> Worker:
         concurrency=concurrency,
         startup=startup,
         shutdown=shutdown,
+        # Attempts in flight may finish on SIGTERM; those that take longer are
+        # cancelled and sent again later with the same webhook-id.
+        shutdown_grace_period_s=SHUTDOWN_GRACE,
     )
     return worker

@@ -95,6 +95,7 @@ class ConfigReloader:
     state: ReloadState
     db: Database | None = None
     process_kind: str = "server"
+    current: Callable[[], GatewayConfig] | None = None
     process_id: str = field(default_factory=lambda: new_id("proc"))
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -104,11 +105,18 @@ class ConfigReloader:
         async with self._lock:
             config, problems = await asyncio.to_thread(check_config, self.config_dir)
             errors = [p for p in problems if p.severity == "error"]
+            if config is not None and self.current is not None:
+                errors += self._dropped_routes(self.current(), config)
+                if errors:
+                    config = None
             if config is None:
                 self._record_failure(errors, reason)
                 await self._beat_once()
-                return {"reloaded": False, "version": self.state.version,
-                        "errors": [p.as_dict() for p in errors]}
+                return {
+                    "reloaded": False,
+                    "version": self.state.version,
+                    "errors": [p.as_dict() for p in errors],
+                }
             changed = config.version != self.state.version
             if changed:
                 await self.apply(config)
@@ -132,13 +140,38 @@ class ConfigReloader:
         except Exception as exc:
             logger.warning("process heartbeat failed: %s", exc)
 
+    def _dropped_routes(
+        self, running: GatewayConfig, new: GatewayConfig
+    ) -> list[ConfigProblem]:
+        """Refuse a config without routes in place of one with routes.
+
+        An editor that truncates the file before writing it produces exactly
+        that for a moment; a restart still accepts an empty config.
+        """
+        old_routes = {route.qualified_name for route in running.routes}
+        new_routes = {route.qualified_name for route in new.routes}
+        if old_routes and not new_routes:
+            file = str(self.config_dir / "providers.yaml")
+            message = (
+                f"the new config declares no routes while {len(old_routes)} are served;"
+                " it looks half-written, so it is not loaded (restart mfo to run"
+                " without routes)"
+            )
+            return [ConfigProblem(file, 1, 1, message)]
+        removed = sorted(old_routes - new_routes)
+        if removed:
+            logger.warning("config reload removes routes: %s", ", ".join(removed))
+        return []
+
     def _record_failure(self, errors: list[ConfigProblem], reason: str) -> None:
         self.state.failed_reloads += 1
         self.state.last_error = [p.as_dict() for p in errors]
         self.state.last_error_at = datetime.now(UTC)
         logger.error(
             "config reload (%s) rejected, still running version %s: %d problems",
-            reason, self.state.version, len(errors),
+            reason,
+            self.state.version,
+            len(errors),
         )
         for problem in errors:
             logger.error("%s", problem)
@@ -149,7 +182,8 @@ class ConfigReloader:
         try:
             async with self.db.connection() as conn:
                 await conn.execute(
-                    "SELECT pg_notify(%s, %s)", (RELOAD_CHANNEL, f"{self.process_id}:{version}")
+                    "SELECT pg_notify(%s, %s)",
+                    (RELOAD_CHANNEL, f"{self.process_id}:{version}"),
                 )
         except psycopg.Error as exc:
             logger.warning("could not tell other processes about the reload: %s", exc)
@@ -196,17 +230,23 @@ class ConfigReloader:
         assert self.db is not None
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(self.db.url, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(
+                    self.db.url, autocommit=True
+                )
                 async with conn:
                     await conn.execute(f"LISTEN {RELOAD_CHANNEL}")
                     async for notify in conn.notifies():
                         sender, _, version = notify.payload.partition(":")
                         if sender != self.process_id and version != self.state.version:
-                            await self.reload("another process reloaded", announce=False)
+                            await self.reload(
+                                "another process reloaded", announce=False
+                            )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                logger.warning("reload listener lost its connection (%s); reconnecting", exc)
+                logger.warning(
+                    "reload listener lost its connection (%s); reconnecting", exc
+                )
                 await asyncio.sleep(2)
 
     async def _heartbeat(self) -> None:

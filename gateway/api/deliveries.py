@@ -112,6 +112,10 @@ def _retry_filters(data: dict[str, Any]) -> dict[str, Any]:
     if ids is not None:
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ApiError(400, "ids must be a list of delivery ids")
+        if not ids:
+            raise ApiError(
+                400, "ids is empty; give at least one delivery id or a filter"
+            )
         filters["ids"] = ids
     elif not any(filters.values()):
         raise ApiError(

@@ -69,6 +69,9 @@ def _check_url(data: dict[str, Any], policy: EgressPolicy, errors: Errors) -> No
         errors.append({"field": "url", "message": str(exc)})
 
 
+MAX_PATTERNS = 100
+
+
 def _check_events(data: dict[str, Any], errors: Errors) -> None:
     events = data.get("events")
     if isinstance(events, str):
@@ -80,6 +83,13 @@ def _check_events(data: dict[str, Any], errors: Errors) -> None:
     ):
         errors.append(
             {"field": "events", "message": "must be a non-empty list of patterns"}
+        )
+    elif len(events) > MAX_PATTERNS or any(len(item) > 200 for item in events):
+        errors.append(
+            {
+                "field": "events",
+                "message": f"give at most {MAX_PATTERNS} patterns of up to 200 characters",
+            }
         )
 
 

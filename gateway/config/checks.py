@@ -73,8 +73,13 @@ RESERVED_HEADERS = frozenset(
 )
 
 
+MAX_URL_LENGTH = 2048
+
+
 def url_problem(value: str) -> str | None:
     """Say what makes a subscriber URL unusable, or return None when it is fine."""
+    if len(value) > MAX_URL_LENGTH:
+        return f"is longer than {MAX_URL_LENGTH} characters"
     if any(ord(char) < 0x21 or ord(char) == 0x7F for char in value):
         return "contains spaces or control characters"
     try:

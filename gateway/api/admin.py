@@ -39,5 +39,7 @@ class AdminController(Controller):
         if gateway.reloader is not None:
             status.update(gateway.reloader.state.as_dict())
             status["process_id"] = gateway.reloader.process_id
-        status["processes"] = [jsonable(row) for row in await list_processes(gateway.db)]
+        status["processes"] = [
+            jsonable(row) for row in await list_processes(gateway.db)
+        ]
         return status

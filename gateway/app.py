@@ -40,10 +40,16 @@ from gateway.reload import ConfigReloader, ReloadState
 from gateway.settings import Settings
 from gateway.store import queries
 from gateway.store.database import Database
-from gateway.store.embedded import start_embedded_postgres, stop_embedded_postgres
+from gateway.store.embedded import (
+    revive_embedded_postgres,
+    start_embedded_postgres,
+    stop_embedded_postgres,
+)
 from gateway.ui import build_ui_router
 
 logger = logging.getLogger(__name__)
+
+EMBEDDED_CHECK_INTERVAL = 5.0
 
 
 class Gateway:
@@ -86,9 +92,9 @@ class Gateway:
     def reload_soon(self, reason: str) -> None:
         """Start a reload from a signal handler, without waiting for it."""
         if self.reloader is not None:
-            task = asyncio.get_running_loop().create_task(self.reloader.reload(reason))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._keep(
+                asyncio.get_running_loop().create_task(self.reloader.reload(reason))
+            )
 
     async def apply_config(self, config: GatewayConfig) -> None:
         """Swap a config in a process without HTTP routes, such as `mfo worker`."""
@@ -115,8 +121,28 @@ class Gateway:
         self.batcher = RequestBatcher(self.db, self.queue)
         await sync_config_subscriptions(self.db, self._config)
         await sync_delivery_settings(self.db, self._config)
+        if self.settings.database_url is None:
+            self._keep(asyncio.create_task(self._watch_embedded()))
         if run_worker:
             self.start_worker()
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _watch_embedded(self) -> None:
+        """Start the embedded PostgreSQL again if it stops under the gateway."""
+        while True:
+            await asyncio.sleep(EMBEDDED_CHECK_INTERVAL)
+            if await self.db.ping():
+                continue
+            logger.warning("the embedded PostgreSQL does not answer; starting it again")
+            try:
+                await asyncio.to_thread(
+                    revive_embedded_postgres, self.settings.data_dir
+                )
+            except Exception as exc:
+                logger.error("could not start the embedded PostgreSQL again: %s", exc)
 
     def start_worker(self) -> None:
         self._worker_runtime = WorkerRuntime(
@@ -132,6 +158,8 @@ class Gateway:
         self._worker_task = asyncio.create_task(self.worker.start())
 
     async def stop(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         if self.reloader is not None:
             await self.reloader.stop()
         if self.worker is not None:

@@ -69,6 +69,16 @@ def _forget_dead_processes(server: Any) -> None:
         logger.debug("could not prune the embedded server's process list: %s", exc)
 
 
+def revive_embedded_postgres(data_dir: Path) -> None:
+    """Start the embedded server again after it died, keeping its socket path."""
+    server = _servers.get(data_dir / "pg")
+    if server is None:
+        return
+    with server._lock:
+        server.ensure_postgres_running()
+    logger.info("embedded PostgreSQL running again in %s", data_dir / "pg")
+
+
 def stop_embedded_postgres(data_dir: Path) -> None:
     """Leave the embedded server; it stops if no other mfo process uses it.
 

@@ -116,7 +116,7 @@ class Gateway:
         self.db = Database(url, max_size=20)
         await self.db.open()
         await self.db.migrate()
-        self.queue = JobQueue(self.settings.queue_url or url)
+        self.queue = JobQueue(self.settings.queue_url or url, self.settings.queue_name)
         await self.queue.connect()
         self.batcher = RequestBatcher(self.db, self.queue)
         await sync_config_subscriptions(self.db, self._config)

@@ -54,9 +54,9 @@ _ENQUEUE_CONCURRENCY = 8
 class JobQueue:
     """Enqueue gateway work on a saq queue."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, name: str = QUEUE_NAME) -> None:
         self.url = url
-        self.saq = Queue.from_url(url, name=QUEUE_NAME)
+        self.saq = Queue.from_url(url, name=name)
 
     async def connect(self) -> None:
         await self.saq.connect()

@@ -34,6 +34,7 @@ class Settings:
     api_token: str | None
     allow_private_networks: bool
     watch_config: bool = True
+    queue_name: str = "mfo"
     egress_allowlist: tuple[Network, ...] = ()
     sweep_interval: float = 15.0
     sweep_grace: float = 30.0
@@ -54,6 +55,7 @@ class Settings:
             allow_private_networks=env.get("MFO_ALLOW_PRIVATE_NETWORKS", "").lower()
             in TRUE_VALUES,
             watch_config=env.get("MFO_WATCH_CONFIG", "1").lower() in TRUE_VALUES,
+            queue_name=env.get("MFO_QUEUE_NAME") or "mfo",
             egress_allowlist=_networks(env.get("MFO_EGRESS_ALLOWLIST", "")),
             sweep_interval=_seconds(env, "MFO_SWEEP_INTERVAL", 15.0),
             sweep_grace=_seconds(env, "MFO_SWEEP_GRACE", 30.0),

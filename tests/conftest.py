@@ -50,13 +50,13 @@ def _drop_database(name: str) -> None:
 
 
 def _redis_url() -> str:
+    """Check that Redis answers; each gateway gets its own queue name there."""
     import redis
 
-    database = 7
-    url = f"{LOCAL_REDIS}/{database}"
+    url = f"{LOCAL_REDIS}/7"
     try:
         client = redis.Redis.from_url(url)
-        client.flushdb()
+        client.ping()
         client.close()
     except redis.RedisError as exc:
         _unavailable(f"local Redis at {LOCAL_REDIS} is not reachable: {exc}")
@@ -76,6 +76,9 @@ def backend_env(backend: str) -> tuple[dict[str, str], str | None]:
     env = {"MFO_DATABASE_URL": f"{LOCAL_POSTGRES}/{database}"}
     if backend == "redis":
         env["MFO_QUEUE_URL"] = _redis_url()
+        # A queue name of its own, so test runs sharing this Redis never
+        # take each other's jobs.
+        env["MFO_QUEUE_NAME"] = f"mfo-{database}"
     return env, database
 
 

@@ -96,6 +96,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
         **SECRETS,
         "MFO_DATABASE_URL": f"{LOCAL_POSTGRES}/{name}",
         "MFO_QUEUE_URL": flush_redis_db(),
+        "MFO_QUEUE_NAME": f"mfo-{name}",
     }
     apis: list[Gateway] = []
     workers: list[subprocess.Popen[bytes]] = []

@@ -34,7 +34,7 @@ from gateway.events import RequestBatcher
 from gateway.exceptions import GatewayError
 from gateway.ids import new_id
 from gateway.ingress.routes import build_route_handlers
-from gateway.jobs import JobQueue, WorkerRuntime, create_worker
+from gateway.jobs import SHUTDOWN_GRACE, JobQueue, WorkerRuntime, create_worker
 from gateway.metrics import metrics_endpoint, observe_http
 from gateway.reload import ConfigReloader, ReloadState
 from gateway.settings import Settings
@@ -162,6 +162,10 @@ class Gateway:
             task.cancel()
         if self.reloader is not None:
             await self.reloader.stop()
+        if self._worker_runtime is not None:
+            # Attempts in flight may finish; those that take longer are
+            # cancelled and sent again later with the same webhook-id.
+            await self._worker_runtime.drain(SHUTDOWN_GRACE)
         if self.worker is not None:
             await self.worker.stop()
         if self._worker_task is not None:

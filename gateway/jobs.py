@@ -2,9 +2,10 @@
 
 The queue lives in the gateway's PostgreSQL database by default, or in Redis
 when `MFO_QUEUE_URL` names one. The queue contains work, not facts:
-PostgreSQL rows record what is due and the key of the job last enqueued for it. The sweep enqueues
-a new job for every due delivery and unfinished run whose job is gone, as
-after a flushed Redis, a failed enqueue or a worker killed mid-job.
+PostgreSQL rows record what is due and the key of the job last enqueued for
+it. The sweep enqueues a new job for every due delivery and unfinished run
+whose job is gone, as after a flushed Redis, a failed enqueue or a worker
+killed mid-job.
 """
 
 from __future__ import annotations
@@ -143,6 +144,19 @@ class WorkerRuntime:
         self.http = create_http_client(policy)
         self.delivery = DeliveryRuntime(db, self.http, config)
         self.synced_version: str | None = None
+        self.draining = False
+        self.in_flight = 0
+
+    async def drain(self, timeout: float) -> None:
+        """Take no new jobs and wait up to `timeout` s for those in flight.
+
+        A job that arrives while draining returns without working; its row
+        stays due, and the sweep of the next worker enqueues it again.
+        """
+        self.draining = True
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.in_flight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -150,13 +164,21 @@ class WorkerRuntime:
 
 async def _deliver_job(ctx: dict[str, Any], *, delivery_id: str) -> str:
     runtime: WorkerRuntime = ctx["mfo"]
-    status, work = await deliver(runtime.delivery, delivery_id)
+    if runtime.draining:
+        return "left for the next worker"
+    runtime.in_flight += 1
+    try:
+        status, work = await deliver(runtime.delivery, delivery_id)
+    finally:
+        runtime.in_flight -= 1
     await runtime.queue.enqueue_work(work)
     return status
 
 
 async def _run_pipeline_job(ctx: dict[str, Any], *, run_id: str) -> str:
     runtime: WorkerRuntime = ctx["mfo"]
+    if runtime.draining:
+        return "left for the next worker"
     work: list[Work] = []
     step_runtime = StepRuntime(
         db=runtime.db,
@@ -296,8 +318,6 @@ def create_worker(runtime: WorkerRuntime, concurrency: int = 16) -> Worker:
         concurrency=concurrency,
         startup=startup,
         shutdown=shutdown,
-        # Attempts in flight may finish on SIGTERM; those that take longer are
-        # cancelled and sent again later with the same webhook-id.
-        shutdown_grace_period_s=SHUTDOWN_GRACE,
+
     )
     return worker

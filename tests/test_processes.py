@@ -140,11 +140,13 @@ def test_pipeline_loop_stopped_at_run_time(tmp_path: Path) -> None:
         "providers:\n  acme:\n    routes:\n      hook:\n        path: /webhooks/acme\n"
         "        verify: {type: none}\n        events:\n          - type: acme.start\n"
         "pipelines:\n  echo:\n    on: acme.*\n    steps:\n"
-        "      - emit: {type: \"acme.{{ event.type | length }}\"}\n"
+        '      - emit: {type: "acme.{{ event.type | length }}"}\n'
     )
     gateway = start_gateway(config_dir, tmp_path / "data")
     try:
-        response = gateway.post("/webhooks/acme", b"{}", {"content-type": "application/json"})
+        response = gateway.post(
+            "/webhooks/acme", b"{}", {"content-type": "application/json"}
+        )
         assert response.status_code == 202
         event_id = response.json()["event_id"]
         deadline = time.monotonic() + 30
@@ -152,8 +154,11 @@ def test_pipeline_loop_stopped_at_run_time(tmp_path: Path) -> None:
         while time.monotonic() < deadline and failed is None:
             event = gateway.api("GET", f"/api/events/{event_id}").json()
             for _ in range(20):
-                run = gateway.api("GET", f"/api/jobs/{event['runs'][0]['id']}").json() \
-                    if event["runs"] else None
+                run = (
+                    gateway.api("GET", f"/api/jobs/{event['runs'][0]['id']}").json()
+                    if event["runs"]
+                    else None
+                )
                 if run is None or run["status"] in ("queued", "running"):
                     break
                 if run["status"] == "failed":
@@ -167,3 +172,46 @@ def test_pipeline_loop_stopped_at_run_time(tmp_path: Path) -> None:
 
     assert failed is not None
     assert "probably triggers itself" in failed["error"]
+
+
+def test_worker_finishes_attempt_on_sigterm(tmp_path: Path) -> None:
+    """SIGTERM lets an attempt in flight finish instead of cutting it off."""
+    subscriber = Subscriber(delays=[3.0]).start()
+    config_dir = copy_shipped_config(
+        tmp_path,
+        "subscriptions:\n  slow:\n"
+        f"    url: {subscriber.url}\n"
+        "    events: [unipile.email.sent]\n",
+    )
+    gateway = start_gateway(
+        config_dir, tmp_path / "data", SECRETS, args=("--no-worker",)
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "worker", "--config-dir", str(config_dir)],
+        env=gateway.env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        body = (CORPUS / "unipile" / "mail_sent.json").read_bytes()
+        headers = {
+            "content-type": "application/json",
+            "unipile-auth": SECRETS["UNIPILE_WEBHOOK_SECRET"],
+        }
+        event_id = gateway.post("/webhooks/unipile/notify", body, headers).json()[
+            "event_id"
+        ]
+        subscriber.wait_for(1, timeout=60)
+        worker.terminate()
+        exit_code = worker.wait(timeout=30)
+        event = gateway.api("GET", f"/api/events/{event_id}").json()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        gateway.stop()
+        subscriber.stop()
+
+    assert exit_code == 0
+    assert event["deliveries"][0]["status"] == "succeeded"
+    assert event["deliveries"][0]["attempts"] == 1

@@ -103,15 +103,8 @@ def config_schema(
 @app.command()
 def routes(config_dir: ConfigDir = Path("config")) -> None:
     """Print the mounted provider routes, their verification and event types."""
-    from gateway.config.loader import load_config
 
-    try:
-        config = load_config(config_dir)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem), err=True)
-        _fail(f"{config_dir} is not valid")
-        return
+    config = _load_config_or_fail(config_dir)
     rows = [("METHOD", "PATH", "ROUTE", "VERIFY", "EVENT TYPES")]
     for route in config.routes:
         types = ", ".join(" ".join(rule.type.source.split()) for rule in route.events)
@@ -145,6 +138,18 @@ def reload(
         _fail(f"config rejected; still running version {result['version']}")
     state = "reloaded" if result["reloaded"] else "unchanged"
     typer.echo(f"config {state}: version {result['version']}")
+
+
+def _load_config_or_fail(config_dir: Path) -> Any:
+    """Compile the config, or print each problem and exit 1."""
+    from gateway.config.loader import load_config
+
+    try:
+        return load_config(config_dir)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        _fail(f"{config_dir} is not valid; run `mfo validate-config -c {config_dir}`")
 
 
 def _settings(config_dir: Path) -> Any:
@@ -234,16 +239,9 @@ def worker(
     ] = "127.0.0.1",
 ) -> None:
     """Run deliveries and pipeline jobs; HTTP only for /metrics, if asked."""
-    from gateway.config.loader import load_config
 
     configure_logging(log_level)
-    try:
-        config = load_config(config_dir)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem), err=True)
-        _fail(f"{config_dir} is not valid")
-        return
+    config = _load_config_or_fail(config_dir)
     try:
         metrics = (metrics_host, metrics_port) if metrics_port is not None else None
         asyncio.run(_run_worker(_settings(config_dir), config, concurrency, metrics))
@@ -304,16 +302,11 @@ def send(
     """Sign a payload file as the route's provider would and POST it."""
     import httpx
 
-    from gateway.config.loader import load_config
     from gateway.ingress.request import WebhookRequest
     from gateway.ingress.verify import build_verifier
 
     provider, _, route_name = target.partition("/")
-    try:
-        config = load_config(config_dir)
-    except ConfigError as exc:
-        _fail(f"{config_dir} is not valid:\n{exc}")
-        return
+    config = _load_config_or_fail(config_dir)
     route = config.route(provider, route_name)
     if route is None:
         known = ", ".join(r.qualified_name for r in config.routes) or "none"

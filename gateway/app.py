@@ -136,7 +136,7 @@ class Gateway:
             await asyncio.sleep(EMBEDDED_CHECK_INTERVAL)
             if await self.db.ping():
                 continue
-            logger.warning("the embedded PostgreSQL does not answer; starting it again")
+            logger.warning("the embedded PostgreSQL does not respond; starting it again")
             try:
                 await asyncio.to_thread(
                     revive_embedded_postgres, self.settings.data_dir

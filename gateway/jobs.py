@@ -119,7 +119,7 @@ class JobQueue:
 
 
 class WorkerRuntime:
-    """What the worker functions share: the database, the queue and an HTTP client.
+    """The resources the worker functions share: database, queue and HTTP client.
 
     Every outgoing request goes through the egress guard of `policy`. The
     sweep runs every `sweep_interval` seconds. It treats the job of a row due

@@ -360,8 +360,8 @@ class MetricsServer:
         if self.task.done() or not self.server.started:
             await self.stop()
             raise GatewayError(
-                f"failed to listen on {self.address} for metrics; the log above says"
-                " why, and --metrics-port picks another port"
+                f"failed to listen on {self.address} for metrics (the log above has the reason);"
+                " choose another port with --metrics-port"
             )
         logger.info("serving metrics on http://%s/metrics", self.address)
 

@@ -38,7 +38,7 @@ _IGNORED_SUFFIXES = (".swp", ".swx", ".tmp", "~")
 
 @dataclass
 class ReloadState:
-    """What `GET /admin/config` reports about this process's config."""
+    """The config status of this process, as `GET /admin/config` reports it."""
 
     version: str
     loaded_at: datetime

@@ -13,7 +13,7 @@ from gateway.config.checks import parse_duration
 
 
 class ApiError(HTTPException):
-    """A 4xx answer whose body says what was wrong with the request."""
+    """A 4xx response whose body states what was wrong with the request."""
 
     def __init__(self, status_code: int, message: str, errors: list[Any] | None = None):
         super().__init__(

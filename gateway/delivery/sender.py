@@ -31,7 +31,7 @@ MAX_RETRY_AFTER = 24 * 3600.0
 
 @dataclass
 class AttemptOutcome:
-    """What one POST to a subscriber produced."""
+    """The outcome of one POST to a subscriber."""
 
     started_at: datetime
     duration_ms: float

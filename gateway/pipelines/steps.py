@@ -57,7 +57,7 @@ class StepFailed(Exception):
 
 @dataclass
 class StepRuntime:
-    """What steps need beyond their own config."""
+    """The services and state that steps use beyond their own config."""
 
     db: Database
     config: GatewayConfig
@@ -141,7 +141,7 @@ async def _call_http(
         "text": text,
     }
     if not response.is_success:
-        raise StepFailed(f"{action.method} {url} answered HTTP {response.status_code}")
+        raise StepFailed(f"{action.method} {url} returned HTTP {response.status_code}")
     return output
 
 

@@ -30,7 +30,7 @@ SLACK_VERSION = "v0"
 
 @dataclass(frozen=True)
 class TimestampRule:
-    """Where a scheme reads its timestamp, in which unit, and how far it may drift."""
+    """The header, unit and allowed drift of a scheme's timestamp."""
 
     header: str
     tolerance: float
@@ -138,7 +138,7 @@ class HmacSignature(Scheme):
         candidates = self._candidates(given)
         if not candidates:
             raise Unauthorized(
-                f"header {self.header!r} holds no {self.encoding} signature"
+                f"header {self.header!r} contains no {self.encoding} signature"
                 + (f" with prefix {self.prefix!r}" if self.prefix else "")
             )
         timestamp = self.timestamp.read(request, self.clock) if self.timestamp else ""
@@ -222,7 +222,7 @@ class StripeSignature(Scheme):
         if len(timestamps) != 1:
             raise Unauthorized("header 'stripe-signature' needs exactly one t= entry")
         if not signatures:
-            raise Unauthorized("header 'stripe-signature' holds no v1= signature")
+            raise Unauthorized("header 'stripe-signature' contains no v1= signature")
         return timestamps[0], signatures
 
     def _expected(self, timestamp: str, body: bytes) -> list[bytes]:

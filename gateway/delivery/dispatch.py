@@ -64,24 +64,54 @@ class DeliveryRuntime:
 
 
 async def deliver(runtime: DeliveryRuntime, delivery_id: str) -> tuple[str, list[Work]]:
-    """Attempt a due delivery; return what happened and the jobs to enqueue."""
+    """Attempt a due delivery; return what happened and the jobs to enqueue.
+
+    Most jobs find their row unlocked, due and unpaced, and make the attempt
+    under the first lock they take. A row that is locked, paced, or due in
+    a moment takes the patient path, which waits for its turn first.
+    """
     async with runtime.db.connection() as conn:
-        row = await deliveries.peek_delivery(conn, delivery_id)
-        if row is None:
-            return "missing", []
-        waiting = _reason_to_wait(row)
-        if waiting is not None:
-            return waiting, []
-        await _sleep_until_due(row)
-        if row["rate_limit"]:
-            paced = await _wait_for_send_slot(conn, row)
-            if paced is not None:
-                return paced
         try:
             async with conn.transaction():
-                return await _deliver_locked(conn, runtime, delivery_id)
+                row = await deliveries.lock_delivery(conn, delivery_id, 0)
+                if row is None:
+                    return "missing", []
+                waiting = _reason_to_wait(row)
+                if waiting is not None:
+                    return waiting, []
+                if not _must_wait(row):
+                    return await _attempt_locked(conn, runtime, row)
         except LockNotAvailable:
-            return "busy", []
+            pass
+        return await _deliver_patiently(conn, runtime, delivery_id)
+
+
+async def _deliver_patiently(
+    conn: Connection, runtime: DeliveryRuntime, delivery_id: str
+) -> tuple[str, list[Work]]:
+    """Wait for the due time and the send slot without a lock, then attempt."""
+    row = await deliveries.peek_delivery(conn, delivery_id)
+    if row is None:
+        return "missing", []
+    waiting = _reason_to_wait(row)
+    if waiting is not None:
+        return waiting, []
+    await _sleep_until_due(row)
+    if row["rate_limit"]:
+        paced = await _wait_for_send_slot(conn, row)
+        if paced is not None:
+            return paced
+    try:
+        async with conn.transaction():
+            return await _deliver_locked(conn, runtime, delivery_id)
+    except LockNotAvailable:
+        return "busy", []
+
+
+def _must_wait(row: dict[str, Any]) -> bool:
+    """Tell whether a delivery is paced or not quite due, so it cannot go now."""
+    due = row["next_attempt_at"]
+    return bool(row["rate_limit"]) or (due is not None and due > datetime.now(UTC))
 
 
 def _reason_to_wait(row: dict[str, Any]) -> str | None:
@@ -148,6 +178,13 @@ async def _deliver_locked(
     waiting = _reason_to_wait(row)
     if waiting is not None:
         return waiting, []
+    return await _attempt_locked(conn, runtime, row)
+
+
+async def _attempt_locked(
+    conn: Connection, runtime: DeliveryRuntime, row: dict[str, Any]
+) -> tuple[str, list[Work]]:
+    """Attempt a delivery whose row this transaction has locked and found due."""
     if row["subscription_deleted_at"] is not None:
         await _finish(conn, row, "failed", None, "subscription was deleted")
         return "failed", []
@@ -184,7 +221,6 @@ async def _attempt(
 ) -> tuple[str, list[Work]]:
     number = row["attempts"] + 1
     outcome = await _send(runtime, row)
-    await deliveries.record_attempt(conn, _attempt_row(row["id"], number, outcome))
     _log_attempt(row, number, outcome)
     metrics.observe_attempt(row, outcome)
     if outcome.succeeded:
@@ -278,6 +314,7 @@ async def _retry_or_dead_letter(
         last_status=outcome.status_code,
         last_error=outcome.error,
         job_key=job.key,
+        attempt=_attempt_row(row["id"], number, outcome),
     )
     logger.warning(
         "delivery %s attempt %d failed (%s); retry in %.1fs",
@@ -389,6 +426,10 @@ async def _finish(
     attempts: int | None = None,
     dead_letter: bool = False,
 ) -> None:
+    """Finish a delivery, recording the attempt `attempts` when `outcome` is one."""
+    attempt = None
+    if outcome is not None and attempts is not None:
+        attempt = _attempt_row(row["id"], attempts, outcome)
     await deliveries.update_delivery(
         conn,
         row["id"],
@@ -398,6 +439,7 @@ async def _finish(
         last_status=outcome.status_code if outcome else None,
         last_error=error,
         dead_letter=dead_letter,
+        attempt=attempt,
     )
 
 

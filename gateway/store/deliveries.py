@@ -101,10 +101,16 @@ async def lock_delivery(
 ) -> dict[str, Any] | None:
     """Lock a delivery for an attempt, as `peek_delivery` reads it.
 
-    Waits at most `wait_seconds` for a lock someone else holds, then raises
-    `psycopg.errors.LockNotAvailable`. Later statements of the transaction
-    wait for locks without a limit again.
+    Waits at most `wait_seconds` (0: not at all) for a lock someone else
+    holds, then raises `psycopg.errors.LockNotAvailable`. Later statements
+    of the transaction wait for locks without a limit again.
     """
+    if wait_seconds <= 0:
+        cursor = await conn.execute(
+            f"SELECT {_SENDING_COLUMNS}{_SENDING_FROM} FOR UPDATE OF d NOWAIT",
+            (delivery_id,),
+        )
+        return await cursor.fetchone()
     await conn.execute(
         "SELECT set_config('lock_timeout', %s, true)", (f"{int(wait_seconds * 1000)}",)
     )
@@ -116,15 +122,13 @@ async def lock_delivery(
     return row
 
 
-async def record_attempt(conn: Connection, row: dict[str, Any]) -> None:
-    await conn.execute(
-        "INSERT INTO mfo_attempts (delivery_id, number, started_at, duration_ms,"
-        " status_code, response_headers, response_body, error)"
-        " VALUES (%(delivery_id)s, %(number)s, %(started_at)s, %(duration_ms)s,"
-        " %(status_code)s, %(response_headers)s, %(response_body)s, %(error)s)"
-        " ON CONFLICT (delivery_id, number) DO NOTHING",
-        {**row, "response_headers": Jsonb(row["response_headers"])},
-    )
+_RECORD_ATTEMPT = (
+    "WITH attempt AS (INSERT INTO mfo_attempts (delivery_id, number, started_at,"
+    " duration_ms, status_code, response_headers, response_body, error)"
+    " VALUES (%(id)s, %(number)s, %(started_at)s, %(duration_ms)s,"
+    " %(status_code)s, %(response_headers)s, %(response_body)s, %(error)s)"
+    " ON CONFLICT (delivery_id, number) DO NOTHING) "
+)
 
 
 async def update_delivery(
@@ -138,14 +142,30 @@ async def update_delivery(
     last_error: str | None,
     job_key: str | None = None,
     dead_letter: bool = False,
+    attempt: dict[str, Any] | None = None,
 ) -> None:
     """Store the outcome of an attempt; a finished delivery gets `finished_at`.
 
     `job_key` None keeps the stored key; `dead_letter` stamps `dead_lettered_at`.
-    The reserved send slot is always released.
+    The reserved send slot is always released. `attempt`, a row of
+    `mfo_attempts` without its delivery id, is inserted by the same statement.
     """
+    params: dict[str, Any] = {
+        "status": status,
+        "attempts": attempts,
+        "next": next_attempt_at,
+        "last_status": last_status,
+        "last_error": last_error,
+        "job_key": job_key,
+        "dead_letter": dead_letter,
+        "id": delivery_id,
+    }
+    if attempt is not None:
+        params.update(attempt, response_headers=Jsonb(attempt["response_headers"]))
+        params.pop("delivery_id", None)
     await conn.execute(
-        "UPDATE mfo_deliveries SET status = %(status)s, attempts = %(attempts)s,"
+        (_RECORD_ATTEMPT if attempt is not None else "")
+        + "UPDATE mfo_deliveries SET status = %(status)s, attempts = %(attempts)s,"
         " next_attempt_at = %(next)s, last_status = %(last_status)s,"
         " last_error = %(last_error)s, updated_at = now(), slot_at = NULL,"
         " job_key = coalesce(%(job_key)s, job_key),"
@@ -153,16 +173,7 @@ async def update_delivery(
         "   ELSE dead_lettered_at END,"
         " finished_at = CASE WHEN %(status)s IN ('succeeded', 'failed') THEN now() END"
         " WHERE id = %(id)s",
-        {
-            "status": status,
-            "attempts": attempts,
-            "next": next_attempt_at,
-            "last_status": last_status,
-            "last_error": last_error,
-            "job_key": job_key,
-            "dead_letter": dead_letter,
-            "id": delivery_id,
-        },
+        params,
     )
 
 

@@ -102,9 +102,11 @@ def create_backend(name: str) -> Backend:
     return Backend(name, env, database)
 
 
-def launch_gateway(backend: Backend, data_dir: Path) -> Gateway:
+def launch_gateway(
+    backend: Backend, data_dir: Path, args: tuple[str, ...] = ()
+) -> Gateway:
     env = {**backend.env, **SECRETS, "MFO_LOG_LEVEL": "WARNING"}
-    return start_gateway(REPO / "config", data_dir, env)
+    return start_gateway(REPO / "config", data_dir, env, args)
 
 
 # --- Servers started for a run ---------------------------------------------

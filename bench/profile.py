@@ -56,12 +56,18 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=60)
     parser.add_argument("--subscribers", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("profile-collapsed.txt"))
+    parser.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="profile ingress alone: deliveries stay pending",
+    )
     args = parser.parse_args()
 
     backend = create_backend(args.backend)
     sink = start_sink()
     with tempfile.TemporaryDirectory() as temp:
-        gateway = launch_gateway(backend, Path(temp))
+        extra = ("--no-worker",) if args.no_worker else ()
+        gateway = launch_gateway(backend, Path(temp), extra)
         try:
             urls = [f"{sink.url}/hooks/{i}" for i in range(args.subscribers)]
             subscribe_many(

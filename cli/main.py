@@ -258,9 +258,7 @@ async def _run_worker(
     gateway = Gateway(settings, config)
     await gateway.start(run_worker=False)
     gateway.start_reloader("worker", gateway.apply_config)
-    gateway.start_worker()
-    assert gateway.worker is not None
-    gateway.worker.concurrency = concurrency
+    gateway.start_worker(concurrency)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

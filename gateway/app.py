@@ -34,7 +34,13 @@ from gateway.events import RequestBatcher
 from gateway.exceptions import GatewayError
 from gateway.ids import new_id
 from gateway.ingress.routes import build_route_handlers
-from gateway.jobs import SHUTDOWN_GRACE, JobQueue, WorkerRuntime, create_worker
+from gateway.jobs import (
+    SHUTDOWN_GRACE,
+    WORKER_CONCURRENCY,
+    JobQueue,
+    WorkerRuntime,
+    create_worker,
+)
 from gateway.metrics import metrics_endpoint, observe_http
 from gateway.reload import ConfigReloader, ReloadState
 from gateway.settings import Settings
@@ -136,7 +142,9 @@ class Gateway:
             await asyncio.sleep(EMBEDDED_CHECK_INTERVAL)
             if await self.db.ping():
                 continue
-            logger.warning("the embedded PostgreSQL does not respond; starting it again")
+            logger.warning(
+                "the embedded PostgreSQL does not respond; starting it again"
+            )
             try:
                 await asyncio.to_thread(
                     revive_embedded_postgres, self.settings.data_dir
@@ -144,7 +152,7 @@ class Gateway:
             except Exception as exc:
                 logger.error("could not start the embedded PostgreSQL again: %s", exc)
 
-    def start_worker(self) -> None:
+    def start_worker(self, concurrency: int = WORKER_CONCURRENCY) -> None:
         self._worker_runtime = WorkerRuntime(
             self.db,
             self.queue,
@@ -152,8 +160,9 @@ class Gateway:
             egress_policy(self.settings),
             sweep_interval=self.settings.sweep_interval,
             sweep_grace=self.settings.sweep_grace,
+            concurrency=concurrency,
         )
-        self.worker = create_worker(self._worker_runtime)
+        self.worker = create_worker(self._worker_runtime, concurrency)
         self.worker.SIGNALS = []  # the server owns SIGINT and SIGTERM
         self._worker_task = asyncio.create_task(self.worker.start())
 

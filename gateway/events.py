@@ -26,6 +26,10 @@ from gateway.store.database import Connection, Database
 logger = logging.getLogger(__name__)
 
 DELIVER_JOB = "deliver"
+DELIVER_MANY_JOB = "deliver_many"
+# First attempts of deliveries created together share one queue job of at
+# most this many, which saves the queue's per-job work on each of the others.
+DELIVERIES_PER_JOB = 32
 RUN_PIPELINE_JOB = "run_pipeline"
 DELIVERY_FAILED = "delivery.failed"
 DELIVERY_RECOVERED = "delivery.recovered"
@@ -80,6 +84,52 @@ def deliver_work(
     return Work(DELIVER_JOB, key, {"delivery_id": delivery_id}, scheduled)
 
 
+class JobGrouper:
+    """Hand out job keys that deliveries created together share, a few dozen each.
+
+    Deliveries with the same key are sent by one job: `merge_deliveries`
+    turns their works into it before the enqueue.
+    """
+
+    def __init__(self, size: int = DELIVERIES_PER_JOB) -> None:
+        self.size = size
+        self._key = ""
+        self._used = size
+
+    def key(self) -> str:
+        if self._used >= self.size:
+            self._key = "deliver:batch" + new_tag("new")
+            self._used = 0
+        self._used += 1
+        return self._key
+
+
+def merge_deliveries(work: Sequence[Work]) -> list[Work]:
+    """Turn delivery works that share a key into one `deliver_many` work."""
+    merged: list[Work] = []
+    groups: dict[str, list[str]] = {}
+    for item in work:
+        if item.function != DELIVER_JOB:
+            merged.append(item)
+            continue
+        ids = groups.get(item.key)
+        if ids is None:
+            groups[item.key] = ids = []
+            merged.append(item)
+        ids.append(item.kwargs["delivery_id"])
+    return [
+        Work(
+            DELIVER_MANY_JOB,
+            item.key,
+            {"delivery_ids": groups[item.key]},
+            item.scheduled,
+        )
+        if item.function == DELIVER_JOB and len(groups[item.key]) > 1
+        else item
+        for item in merged
+    ]
+
+
 def run_work(run_id: str, tag: str = "") -> Work:
     return Work(RUN_PIPELINE_JOB, f"run:{run_id}{tag}", {"run_id": run_id})
 
@@ -117,14 +167,17 @@ async def fan_out(
     config: GatewayConfig,
     events: Sequence[dict[str, Any]],
     subscriptions: Sequence[dict[str, Any]] | None = None,
+    grouper: JobGrouper | None = None,
 ) -> list[Work]:
     """Create the runs and deliveries that stored events cause.
 
     Paused subscriptions get deliveries too; those wait until they resume.
     `subscriptions` are the receiving subscriptions read in this transaction,
-    or None to read them here.
+    or None to read them here. The deliveries' first attempts share jobs
+    with keys from `grouper`, a new one when None.
     """
     work: list[Work] = []
+    grouper = grouper or JobGrouper()
     if subscriptions is None:
         subscriptions = await queries.receiving_subscriptions(conn)
     for event in events:
@@ -138,18 +191,21 @@ async def fan_out(
             ):
                 work.append(run)
         matching = [sub for sub in subscriptions if _subscription_matches(sub, event)]
-        work += await _create_deliveries(conn, event, matching)
+        work += await _create_deliveries(conn, event, matching, grouper)
     return work
 
 
 async def _create_deliveries(
-    conn: Connection, event: dict[str, Any], subscriptions: Sequence[dict[str, Any]]
+    conn: Connection,
+    event: dict[str, Any],
+    subscriptions: Sequence[dict[str, Any]],
+    grouper: JobGrouper,
 ) -> list[Work]:
     jobs = {}
     rows = []
     for sub in subscriptions:
-        job = deliver_work(new_id("msg"), 0)
-        delivery_id = job.kwargs["delivery_id"]
+        delivery_id = new_id("msg")
+        job = Work(DELIVER_JOB, grouper.key(), {"delivery_id": delivery_id})
         jobs[delivery_id] = job
         rows.append((delivery_id, sub["id"], job.key))
     created = await deliveries.insert_deliveries(conn, event["id"], event["type"], rows)
@@ -223,6 +279,7 @@ async def _store_request_in(
     request_row: dict[str, Any],
     events: Sequence[NewEvent],
     subscriptions: Sequence[dict[str, Any]] | None,
+    grouper: JobGrouper | None = None,
 ) -> IngestResult:
     inserted = await queries.insert_request(conn, request_row)
     if not inserted:
@@ -244,7 +301,7 @@ async def _store_request_in(
         }
         await queries.insert_event(conn, row)
         rows.append(row)
-    work = await fan_out(conn, config, rows, subscriptions)
+    work = await fan_out(conn, config, rows, subscriptions, grouper)
     return IngestResult(request_row["id"], [row["id"] for row in rows], False, work)
 
 
@@ -315,8 +372,11 @@ class RequestBatcher:
         try:
             async with self.db.transaction() as conn:
                 subscriptions = await queries.receiving_subscriptions(conn)
+                grouper = JobGrouper()
                 results = [
-                    await _store_request_in(conn, config, row, events, subscriptions)
+                    await _store_request_in(
+                        conn, config, row, events, subscriptions, grouper
+                    )
                     for config, row, events, _ in batch
                 ]
         except Exception as exc:

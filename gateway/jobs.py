@@ -25,9 +25,11 @@ from gateway.delivery.egress import EgressPolicy, create_http_client
 from gateway.delivery.policy import sync_delivery_settings
 from gateway.events import (
     DELIVER_JOB,
+    DELIVER_MANY_JOB,
     RUN_PIPELINE_JOB,
     Work,
     deliver_work,
+    merge_deliveries,
     new_tag,
     run_work,
 )
@@ -50,6 +52,10 @@ _WAITING = (Status.NEW, Status.QUEUED)
 # Jobs of one batch enqueued at once: enough to overlap round trips to the
 # queue, few enough to leave saq's connection pool to the worker.
 _ENQUEUE_CONCURRENCY = 8
+# Attempts in flight at once in one worker process, whichever jobs carry
+# them. Each keeps a database connection while it sends, so this stays
+# below the pool's size.
+WORKER_CONCURRENCY = 16
 
 
 class JobQueue:
@@ -70,7 +76,9 @@ class JobQueue:
 
         Every job's row is already committed, so a failure here delays the
         work but does not lose it, and the caller's request still succeeds.
+        Deliveries that share a key become one job.
         """
+        work = merge_deliveries(work)
         failures: list[tuple[str, Exception]] = []
         slots = asyncio.Semaphore(_ENQUEUE_CONCURRENCY)
 
@@ -121,8 +129,8 @@ class JobQueue:
 class WorkerRuntime:
     """The resources the worker functions share: database, queue and HTTP client.
 
-    Every outgoing request goes through the egress guard of `policy`. The
-    sweep runs every `sweep_interval` seconds. It treats the job of a row due
+    Every outgoing request goes through the egress guard of `policy`, and at
+    most `concurrency` attempts are in flight at once. The sweep runs every `sweep_interval` seconds. It treats the job of a row due
     `sweep_grace` seconds ago as lost unless the queue still has it waiting.
     """
 
@@ -134,6 +142,7 @@ class WorkerRuntime:
         policy: EgressPolicy,
         sweep_interval: float = 15.0,
         sweep_grace: float = 30.0,
+        concurrency: int = WORKER_CONCURRENCY,
     ) -> None:
         self.db = db
         self.queue = queue
@@ -146,6 +155,12 @@ class WorkerRuntime:
         self.synced_version: str | None = None
         self.draining = False
         self.in_flight = 0
+        self.send_slots = asyncio.Semaphore(concurrency)
+
+    async def deliver(self, delivery_id: str) -> tuple[str, list[Work]]:
+        """Make one attempt of a delivery once a send slot is free."""
+        async with self.send_slots:
+            return await deliver(self.delivery, delivery_id)
 
     async def drain(self, timeout: float) -> None:
         """Take no new jobs and wait up to `timeout` s for those in flight.
@@ -168,11 +183,46 @@ async def _deliver_job(ctx: dict[str, Any], *, delivery_id: str) -> str:
         return "left for the next worker"
     runtime.in_flight += 1
     try:
-        status, work = await deliver(runtime.delivery, delivery_id)
+        status, work = await runtime.deliver(delivery_id)
     finally:
         runtime.in_flight -= 1
     await runtime.queue.enqueue_work(work)
     return status
+
+
+async def _deliver_many_job(ctx: dict[str, Any], *, delivery_ids: list[str]) -> str:
+    """Attempt several deliveries, as many at once as the send slots allow.
+
+    A delivery whose attempt raises stays due, so the sweep enqueues it
+    again; the others go on.
+    """
+    runtime: WorkerRuntime = ctx["mfo"]
+    if runtime.draining:
+        return "left for the next worker"
+    runtime.in_flight += 1
+    try:
+        results = await asyncio.gather(
+            *(runtime.deliver(delivery_id) for delivery_id in delivery_ids),
+            return_exceptions=True,
+        )
+    finally:
+        runtime.in_flight -= 1
+    work: list[Work] = []
+    statuses: dict[str, int] = {}
+    for delivery_id, result in zip(delivery_ids, results, strict=True):
+        if isinstance(result, BaseException):
+            logger.error(
+                "delivery %s failed in its job; the sweep retries it",
+                delivery_id,
+                exc_info=result,
+            )
+            status = "error"
+        else:
+            status, more = result
+            work += more
+        statuses[status] = statuses.get(status, 0) + 1
+    await runtime.queue.enqueue_work(work)
+    return ", ".join(f"{status}: {count}" for status, count in sorted(statuses.items()))
 
 
 async def _run_pipeline_job(ctx: dict[str, Any], *, run_id: str) -> str:
@@ -194,6 +244,7 @@ async def _run_pipeline_job(ctx: dict[str, Any], *, run_id: str) -> str:
 
 
 _deliver_job.__qualname__ = _deliver_job.__name__ = DELIVER_JOB
+_deliver_many_job.__qualname__ = _deliver_many_job.__name__ = DELIVER_MANY_JOB
 _run_pipeline_job.__qualname__ = _run_pipeline_job.__name__ = RUN_PIPELINE_JOB
 
 
@@ -299,7 +350,9 @@ async def _sweep_forever(runtime: WorkerRuntime) -> None:
         await asyncio.sleep(runtime.sweep_interval)
 
 
-def create_worker(runtime: WorkerRuntime, concurrency: int = 16) -> Worker:
+def create_worker(
+    runtime: WorkerRuntime, concurrency: int = WORKER_CONCURRENCY
+) -> Worker:
     """Build a saq worker that runs deliveries, pipeline runs and the sweep."""
     sweeper: dict[str, asyncio.Task[None]] = {}
 
@@ -314,10 +367,9 @@ def create_worker(runtime: WorkerRuntime, concurrency: int = 16) -> Worker:
 
     worker = Worker(
         runtime.queue.saq,
-        functions=[_deliver_job, _run_pipeline_job],
+        functions=[_deliver_job, _deliver_many_job, _run_pipeline_job],
         concurrency=concurrency,
         startup=startup,
         shutdown=shutdown,
-
     )
     return worker

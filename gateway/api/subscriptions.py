@@ -25,7 +25,7 @@ from gateway.config.templates import (
 )
 from gateway.delivery.egress import EgressPolicy, check_literal_target, egress_policy
 from gateway.delivery.signing import generate_secret, secret_key
-from gateway.events import deliver_work, new_tag
+from gateway.events import DELIVER_JOB, DELIVERIES_PER_JOB, Work, new_tag
 from gateway.exceptions import EgressRejected
 from gateway.ids import new_id
 from gateway.store import deliveries, queries
@@ -252,17 +252,19 @@ def _unix_time(row: dict[str, Any]) -> float:
 
 async def _enqueue_held(mfo: Any, sub_id: str) -> int:
     """Enqueue the pending deliveries of a subscription that was paused or disabled."""
-    tag, after, count = new_tag("resume"), None, 0
+    after, count = None, 0
     while count < _RESUME_MAX:
         async with mfo.db.transaction() as conn:
             rows = await deliveries.claim_pending(
-                conn, sub_id, after, _RESUME_PAGE, tag
+                conn, sub_id, after, _RESUME_PAGE, new_tag("resume"), DELIVERIES_PER_JOB
             )
         if not rows:
             break
         after = rows[-1]["id"]
         work = [
-            deliver_work(row["id"], row["attempts"], _unix_time(row), tag)
+            Work(
+                DELIVER_JOB, row["job_key"], {"delivery_id": row["id"]}, _unix_time(row)
+            )
             for row in rows
         ]
         await mfo.queue.enqueue_work(work)

@@ -295,21 +295,37 @@ async def requeue_deliveries(
 
 
 async def claim_pending(
-    conn: Connection, sub_id: str, after: str | None, limit: int, tag: str
+    conn: Connection,
+    sub_id: str,
+    after: str | None,
+    limit: int,
+    tag: str,
+    per_job: int = 1,
 ) -> list[dict[str, Any]]:
     """Give the next `limit` pending deliveries of a subscription new job keys.
 
     Return each one's id, attempts, due time and key, so the caller can
-    enqueue them, such as when a paused subscription resumes.
+    enqueue them, such as when a paused subscription resumes. Deliveries due
+    now share a key `per_job` at a time; one due later has a key of its own.
     """
     cursor = await conn.execute(
-        "UPDATE mfo_deliveries d SET job_key = 'deliver:' || d.id || ':'"
-        " || d.attempts || %(tag)s, slot_at = NULL FROM ("
-        "   SELECT id FROM mfo_deliveries WHERE subscription_id = %(sub)s"
-        "   AND status = 'pending' AND id > %(after)s ORDER BY id LIMIT %(limit)s"
+        "UPDATE mfo_deliveries d SET job_key = CASE"
+        "   WHEN d.next_attempt_at <= now() THEN"
+        "     'deliver:batch' || %(tag)s || ':' || (batch.n - 1) / %(per_job)s"
+        "   ELSE 'deliver:' || d.id || ':' || d.attempts || %(tag)s END,"
+        " slot_at = NULL FROM ("
+        "   SELECT id, row_number() OVER (ORDER BY id) AS n FROM mfo_deliveries"
+        "   WHERE subscription_id = %(sub)s AND status = 'pending'"
+        "   AND id > %(after)s ORDER BY id LIMIT %(limit)s"
         " ) AS batch WHERE d.id = batch.id"
         " RETURNING d.id, d.attempts, d.next_attempt_at, d.job_key",
-        {"tag": tag, "sub": sub_id, "after": after or "", "limit": limit},
+        {
+            "tag": tag,
+            "sub": sub_id,
+            "after": after or "",
+            "limit": limit,
+            "per_job": per_job,
+        },
     )
     rows = await cursor.fetchall()
     return sorted(rows, key=lambda row: row["id"])

@@ -226,9 +226,18 @@ def test_template_shapes_body(gateway: Gateway, subscriber: Subscriber) -> None:
         ({"url": "http://a.example:99999/x", "events": ["*"]}, "url"),
         ({"url": "http://a.example:abc/x", "events": ["*"]}, "url"),
         ({"url": "http://a.exa\r\nmple/x", "events": ["*"]}, "url"),
-        ({"url": "https://a.example", "events": ["*"], "headers": {"Host": "b"}}, "headers"),
-        ({"url": "https://a.example", "events": ["*"], "headers": {"X-A": "1\r\nB: 2"}},
-         "headers"),
+        (
+            {"url": "https://a.example", "events": ["*"], "headers": {"Host": "b"}},
+            "headers",
+        ),
+        (
+            {
+                "url": "https://a.example",
+                "events": ["*"],
+                "headers": {"X-A": "1\r\nB: 2"},
+            },
+            "headers",
+        ),
     ],
 )
 def test_subscribe_rejects_bad_input(

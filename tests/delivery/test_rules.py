@@ -440,6 +440,35 @@ def test_bulk_retry_rejects_bad_input(
     assert message in response.json()["detail"]
 
 
+def test_fan_out_sends_each_delivery_once(gateway: Gateway) -> None:
+    """One event to 70 subscriptions: each gets it once, failures retry alone.
+
+    The first attempts of deliveries created together share queue jobs, so
+    this crosses job boundaries and mixes failures into shared jobs.
+    """
+    failures = 5
+    receiver = Receiver(replies=[Reply(status=500)] * failures).start()
+    try:
+        subs = [
+            subscribe(gateway, f"{receiver.url}/{index}", ["test.fanout"], retry=FAST)
+            for index in range(70)
+        ]
+        event_id = send_event(gateway, "test.fanout")
+        receiver.wait_for(70 + failures)
+        rows = [
+            wait_delivery(gateway, event_id, "succeeded", subscription_id=sub["id"])
+            for sub in subs
+        ]
+        time.sleep(0.5)
+    finally:
+        receiver.stop()
+
+    assert len(receiver.arrivals) == 70 + failures
+    assert sorted(row["attempts"] for row in rows) == [1] * 65 + [2] * failures
+    webhook_ids = receiver.webhook_ids()
+    assert len(set(webhook_ids)) == 70
+
+
 def test_in_flight_limit_keeps_others_moving(gateway: Gateway) -> None:
     """A slow receiver gets at most max_in_flight requests; others are not held up."""
     slow = Receiver(default=Reply(delay=1.0)).start()

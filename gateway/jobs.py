@@ -21,7 +21,7 @@ from saq.job import Job, Status
 
 from gateway.config.model import GatewayConfig
 from gateway.delivery.dispatch import DeliveryRuntime, deliver
-from gateway.delivery.egress import EgressPolicy, create_http_client
+from gateway.delivery.egress import ClientShards, EgressPolicy, create_http_client
 from gateway.delivery.policy import sync_delivery_settings
 from gateway.events import (
     DELIVER_JOB,
@@ -151,7 +151,8 @@ class WorkerRuntime:
         self.sweep_interval = sweep_interval
         self.sweep_grace = timedelta(seconds=sweep_grace)
         self.http = create_http_client(policy)
-        self.delivery = DeliveryRuntime(db, self.http, config)
+        self.delivery_clients = ClientShards(policy)
+        self.delivery = DeliveryRuntime(db, self.delivery_clients, config)
         self.synced_version: str | None = None
         self.draining = False
         self.in_flight = 0
@@ -175,6 +176,7 @@ class WorkerRuntime:
 
     async def close(self) -> None:
         await self.http.aclose()
+        await self.delivery_clients.aclose()
 
 
 async def _deliver_job(ctx: dict[str, Any], *, delivery_id: str) -> str:

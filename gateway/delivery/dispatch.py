@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from psycopg.errors import LockNotAvailable
 
 from gateway import metrics
 from gateway.config.model import GatewayConfig
 from gateway.config.templates import RenderError
+from gateway.delivery.egress import ClientShards
 from gateway.delivery.policy import next_delay
 from gateway.delivery.sender import AttemptOutcome, render_body, send_attempt
 from gateway.events import (
@@ -56,10 +56,10 @@ _IN_FLIGHT_MAX_WAIT = 60.0
 
 @dataclass(frozen=True)
 class DeliveryRuntime:
-    """The database, guarded HTTP client and config that an attempt uses."""
+    """The database, guarded HTTP clients and config that an attempt uses."""
 
     db: Database
-    http: httpx.AsyncClient
+    http: ClientShards
     config: Callable[[], GatewayConfig]
 
 
@@ -248,7 +248,7 @@ async def _send(runtime: DeliveryRuntime, row: dict[str, Any]) -> AttemptOutcome
             started_at=datetime.now(UTC), duration_ms=0.0, error=f"template: {exc}"
         )
     return await send_attempt(
-        runtime.http,
+        runtime.http.next(),
         url=row["url"],
         body=body,
         message_id=row["id"],

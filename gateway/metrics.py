@@ -309,7 +309,12 @@ def render_metrics() -> bytes:
 async def metrics_endpoint(state: State) -> Response[bytes]:
     """Serve the metrics in the Prometheus text format."""
     await refresh(state["mfo"], count_events=state.get("count_events", True))
-    return Response(render_metrics(), media_type=CONTENT_TYPE_LATEST)
+    # The header given explicitly keeps Litestar from adding a second charset.
+    return Response(
+        render_metrics(),
+        media_type=CONTENT_TYPE_LATEST,
+        headers={"content-type": CONTENT_TYPE_LATEST},
+    )
 
 
 def build_metrics_app(gateway: Any) -> Litestar:

@@ -29,7 +29,10 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def scrape(url: str) -> Samples:
-    text = httpx.get(url, timeout=10).text
+    response = httpx.get(url, timeout=10)
+    content_type = response.headers["content-type"]
+    assert content_type.count("charset") == 1, content_type
+    text = response.text
     samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -34,11 +34,16 @@ class RenderedResponse:
 
     def to_litestar(self) -> Response[bytes]:
         body = b"" if self.status in _BODYLESS_STATUSES else self.body
+        # Litestar appends "; charset=utf-8" to a text/* media type even when it
+        # has a charset, but keeps a Content-Type header given explicitly.
+        headers = self.headers
+        if self.status not in _BODYLESS_STATUSES:
+            headers = {**headers, "content-type": self.media_type}
         return Response(
             content=body,
             status_code=self.status,
             media_type=self.media_type,
-            headers=self.headers,
+            headers=headers,
         )
 
 

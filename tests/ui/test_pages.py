@@ -140,6 +140,7 @@ def test_ui_pages_send_security_headers(gateway: Gateway) -> None:
     """Pages forbid framing and foreign scripts, and are not cached."""
     response = sign_in(gateway).get("/ui/events")
     assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
     assert response.headers["x-frame-options"] == "DENY"
     assert "script-src 'self'" in response.headers["content-security-policy"]
     assert response.headers["cache-control"] == "no-store"

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -102,8 +103,25 @@ def test_slack_url_verification_echoed(live: LiveGateway) -> None:
 
     assert signed.status_code == 200
     assert signed.text == challenge
+    assert signed.headers["content-type"] == "text/plain; charset=utf-8"
     assert signed.headers["x-content-type-options"] == "nosniff"
     assert unsigned.status_code == 401
+    assert live.stored_requests("slack/events") == before
+
+
+@pytest.mark.parametrize("challenge", [None, {"a": 1}, ["x"], 7])
+def test_slack_url_verification_bad_challenge(
+    live: LiveGateway, challenge: Any
+) -> None:
+    """A url_verification without a text challenge gets a 400, not an empty echo."""
+    before = live.stored_requests("slack/events")
+    fields = {"token": "t", "type": "url_verification"}
+    if challenge is not None:
+        fields["challenge"] = challenge
+    body = json.dumps(fields).encode()
+    response = post(live.url("slack/events"), body, {**JSON, **slack_headers(body)})
+
+    assert response.status_code == 400, response.text
     assert live.stored_requests("slack/events") == before
 
 

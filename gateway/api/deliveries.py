@@ -174,6 +174,14 @@ class DeliveryController(Controller):
         if row["status"] == "pending":
             raise ApiError(409, f"delivery {delivery_id!r} is already pending")
         retried = await retry_deliveries(mfo, [delivery_id])
+        if not retried:
+            # Either the subscription is deleted or another retry came first.
+            raise ApiError(
+                409,
+                f"delivery {delivery_id!r} was not retried: its subscription"
+                f" {row['subscription_id']!r} is deleted, or it is pending already;"
+                " see GET /api/deliveries/" + delivery_id,
+            )
         return {"retried": retried}
 
     @post("/retry", status_code=200)

@@ -282,13 +282,18 @@ async def count_deliveries(conn: Connection, filters: dict[str, Any]) -> int:
 async def requeue_deliveries(
     conn: Connection, ids: Sequence[str], tag: str
 ) -> list[dict[str, Any]]:
-    """Put finished deliveries back to pending, due now; return their ids and keys."""
+    """Put finished deliveries back to pending, due now; return their ids and keys.
+
+    Deliveries of deleted subscriptions are left as they are, because no
+    attempt could be made for them.
+    """
     cursor = await conn.execute(
-        "UPDATE mfo_deliveries SET status = 'pending', next_attempt_at = now(),"
+        "UPDATE mfo_deliveries d SET status = 'pending', next_attempt_at = now(),"
         " finished_at = NULL, updated_at = now(), slot_at = NULL,"
-        " job_key = 'deliver:' || id || ':' || attempts || %s"
-        " WHERE id = ANY(%s) AND status <> 'pending'"
-        " RETURNING id, attempts, job_key",
+        " job_key = 'deliver:' || d.id || ':' || d.attempts || %s"
+        " FROM mfo_subscriptions s WHERE s.id = d.subscription_id"
+        " AND s.deleted_at IS NULL AND d.id = ANY(%s) AND d.status <> 'pending'"
+        " RETURNING d.id, d.attempts, d.job_key",
         (tag, list(ids)),
     )
     return await cursor.fetchall()

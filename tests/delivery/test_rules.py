@@ -231,6 +231,26 @@ def test_dead_letter_then_recovered(
     assert len(set(receiver.webhook_ids())) == 1
 
 
+def test_retry_of_deleted_subscription_rejected(
+    gateway: Gateway, receiver: Receiver
+) -> None:
+    """A failed delivery whose subscription is gone is not put back to pending."""
+    receiver.replies = [Reply(500), Reply(500)]
+    sub = subscribe(gateway, receiver.url, ["test.deleted"], retry=FAST)
+    event_id = send_event(gateway, "test.deleted")
+    failed = wait_delivery(gateway, event_id, "failed")
+    gateway.unsubscribe(sub)
+
+    one = gateway.api("POST", f"/api/deliveries/{failed['id']}/retry")
+    bulk = gateway.api("POST", "/api/deliveries/retry", json={"ids": [failed["id"]]})
+
+    assert one.status_code == 409, one.text
+    assert sub["id"] in one.json()["detail"]
+    assert bulk.status_code == 200, bulk.text
+    assert bulk.json()["retried"] == 0
+    assert delivery_of(gateway, event_id)["status"] == "failed"
+
+
 def test_wildcard_skips_operational_events(
     gateway: Gateway, receiver: Receiver, alerts: Receiver
 ) -> None:

@@ -109,6 +109,34 @@ def launch_gateway(
     return start_gateway(REPO / "config", data_dir, env, args)
 
 
+def start_worker_process(gateway: Gateway) -> subprocess.Popen[bytes]:
+    """Start `mfo worker` beside a gateway started with `--no-worker`."""
+    log = (gateway.log_path.parent / "worker.log").open("wb")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "worker",
+            "--config-dir",
+            str(REPO / "config"),
+        ],
+        env=gateway.env,
+        cwd=REPO,
+        stdout=log,
+        stderr=log,
+    )
+
+
+def stop_worker_process(worker: subprocess.Popen[bytes]) -> None:
+    worker.terminate()
+    try:
+        worker.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
 # --- Servers started for a run ---------------------------------------------
 
 

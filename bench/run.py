@@ -1,7 +1,8 @@
 """Run the benchmark suite against each backend and print one JSON line per figure.
 
 Usage: python bench/run.py [--backend embedded|postgres|redis ...]
-       [--only throughput,latency,storm,fanout,storage] [--out FILE]
+       [--only throughput,latency,storm,fanout,storage] [--worker-process]
+       [--out FILE]
 
 Every figure is a ratio to a baseline measured in the same run, because
 absolute numbers drift between runs on a shared machine:
@@ -19,7 +20,9 @@ absolute numbers drift between runs on a shared machine:
   event over (payload once + 200 bytes per delivery).
 
 The gateway is one `mfo serve` process with its worker in process, on the
-shipped config, on 127.0.0.1. Everything started here is stopped on exit.
+shipped config, on 127.0.0.1; with `--worker-process` it is `mfo serve
+--no-worker` and one `mfo worker` process. Everything started here is
+stopped on exit.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ from harness import (
     sequential,
     start_server,
     start_sink,
+    start_worker_process,
+    stop_worker_process,
     subscribe_many,
 )
 
@@ -344,10 +349,15 @@ def run_backend(name: str, args: argparse.Namespace, out: Path | None) -> None:
     only = set(args.only.split(","))
     backend = create_backend(name)
     sink = start_sink()
+    worker = None
     with tempfile.TemporaryDirectory() as temp:
         data_dir = Path(temp)
-        gateway = launch_gateway(backend, data_dir)
+        extra = ("--no-worker",) if args.worker_process else ()
+        gateway = launch_gateway(backend, data_dir, extra)
         try:
+            if args.worker_process:
+                worker = start_worker_process(gateway)
+                name += " (worker process)"
             emit({"figure": "backend", "backend": name}, out)
             main = (
                 gateway.api(
@@ -378,6 +388,8 @@ def run_backend(name: str, args: argparse.Namespace, out: Path | None) -> None:
             if "storage" in only:
                 storage(gateway, backend, data_dir, args, out)
         finally:
+            if worker is not None:
+                stop_worker_process(worker)
             gateway.stop()
             sink.stop()
             backend.drop()
@@ -395,6 +407,11 @@ def main() -> None:
     parser.add_argument("--fanout-deliveries", type=int, default=2000)
     parser.add_argument("--storage-deliveries", type=int, default=10_000)
     parser.add_argument("--out", type=Path, help="also append the JSON lines here")
+    parser.add_argument(
+        "--worker-process",
+        action="store_true",
+        help="run deliveries in a separate `mfo worker` process",
+    )
     args = parser.parse_args()
     emit(
         {

@@ -188,10 +188,8 @@ async def _attempt_locked(
     if row["subscription_deleted_at"] is not None:
         await _finish(conn, row, "failed", None, "subscription was deleted")
         return "failed", []
-    limit = row["max_in_flight"]
-    if limit and not await deliveries.try_in_flight_slot(
-        conn, row["subscription_id"], limit
-    ):
+    if not row["in_flight_slot"]:
+        limit = row["max_in_flight"]
         return "throttled", await _wait_for_in_flight_slot(conn, row, limit)
     return await _attempt(conn, runtime, row)
 

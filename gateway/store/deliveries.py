@@ -30,6 +30,15 @@ _SENDING_COLUMNS = (
     " s.failing_since, s.status AS subscription_status,"
     " s.deleted_at AS subscription_deleted_at"
 )
+# Taken with the row lock: one of the subscription's `max_in_flight` slots,
+# each a transaction-scoped advisory lock, so PostgreSQL frees it when the
+# attempt commits, rolls back, or its worker dies. True without a limit.
+_IN_FLIGHT_SLOT = (
+    ", s.max_in_flight IS NULL OR s.max_in_flight < 1 OR EXISTS ("
+    " SELECT 1 FROM generate_series(0, s.max_in_flight - 1) AS slot"
+    f" WHERE pg_try_advisory_xact_lock({_IN_FLIGHT_LOCKS}, hashtext(s.id || ':' || slot))"
+    " ) AS in_flight_slot"
+)
 _SENDING_FROM = (
     " FROM mfo_deliveries d JOIN mfo_events e ON e.id = d.event_id"
     " JOIN mfo_subscriptions s ON s.id = d.subscription_id WHERE d.id = %s"
@@ -103,11 +112,14 @@ async def lock_delivery(
 
     Waits at most `wait_seconds` (0: not at all) for a lock someone else
     holds, then raises `psycopg.errors.LockNotAvailable`. Later statements
-    of the transaction wait for locks without a limit again.
+    of the transaction wait for locks without a limit again. The row's
+    `in_flight_slot` tells whether this transaction also took one of the
+    subscription's in-flight slots.
     """
+    columns = _SENDING_COLUMNS + _IN_FLIGHT_SLOT
     if wait_seconds <= 0:
         cursor = await conn.execute(
-            f"SELECT {_SENDING_COLUMNS}{_SENDING_FROM} FOR UPDATE OF d NOWAIT",
+            f"SELECT {columns}{_SENDING_FROM} FOR UPDATE OF d NOWAIT",
             (delivery_id,),
         )
         return await cursor.fetchone()
@@ -115,7 +127,7 @@ async def lock_delivery(
         "SELECT set_config('lock_timeout', %s, true)", (f"{int(wait_seconds * 1000)}",)
     )
     cursor = await conn.execute(
-        f"SELECT {_SENDING_COLUMNS}{_SENDING_FROM} FOR UPDATE OF d", (delivery_id,)
+        f"SELECT {columns}{_SENDING_FROM} FOR UPDATE OF d", (delivery_id,)
     )
     row = await cursor.fetchone()
     await conn.execute("SELECT set_config('lock_timeout', '0', true)")
@@ -440,18 +452,3 @@ async def count_due(conn: Connection, sub_id: str, cap: int) -> int:
     row = await cursor.fetchone()
     assert row is not None
     return int(row["n"])
-
-
-async def try_in_flight_slot(conn: Connection, sub_id: str, limit: int) -> bool:
-    """Take one of a subscription's `limit` in-flight slots until the transaction ends.
-
-    A slot is a transaction-scoped advisory lock, so PostgreSQL frees it when
-    the attempt commits, rolls back, or its worker dies.
-    """
-    cursor = await conn.execute(
-        "SELECT slot FROM generate_series(0, %(limit)s - 1) AS slot"
-        " WHERE pg_try_advisory_xact_lock(%(space)s, hashtext(%(sub)s || ':' || slot))"
-        " LIMIT 1",
-        {"limit": limit, "space": _IN_FLIGHT_LOCKS, "sub": sub_id},
-    )
-    return await cursor.fetchone() is not None

@@ -159,8 +159,14 @@ class WorkerRuntime:
         self.send_slots = asyncio.Semaphore(concurrency)
 
     async def deliver(self, delivery_id: str) -> tuple[str, list[Work]]:
-        """Make one attempt of a delivery once a send slot is free."""
+        """Make one attempt of a delivery once a send slot is free.
+
+        Once the worker drains, an attempt not yet started is left due for
+        the sweep of the next worker.
+        """
         async with self.send_slots:
+            if self.draining:
+                return "left for the next worker", []
             return await deliver(self.delivery, delivery_id)
 
     async def drain(self, timeout: float) -> None:

@@ -8,11 +8,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.conftest import SECRETS
-from tests.support import CORPUS, REPO, Subscriber, start_gateway
+from tests.support import CORPUS, REPO, Gateway, Subscriber, start_gateway
 
 
 def copy_shipped_config(root: Path, subscriptions: str) -> Path:
@@ -174,6 +175,27 @@ def test_pipeline_loop_stopped_at_run_time(tmp_path: Path) -> None:
     assert "probably triggers itself" in failed["error"]
 
 
+def _start_worker(config_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "worker", "--config-dir", str(config_dir)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _send_mail_sent(gateway: Gateway) -> str:
+    """POST the Unipile mail_sent webhook and return its event id."""
+    body = (CORPUS / "unipile" / "mail_sent.json").read_bytes()
+    headers = {
+        "content-type": "application/json",
+        "unipile-auth": SECRETS["UNIPILE_WEBHOOK_SECRET"],
+    }
+    response = gateway.post("/webhooks/unipile/notify", body, headers)
+    return str(response.json()["event_id"])
+
+
 def test_worker_finishes_attempt_on_sigterm(tmp_path: Path) -> None:
     """SIGTERM lets an attempt in flight finish instead of cutting it off."""
     subscriber = Subscriber(delays=[3.0]).start()
@@ -186,22 +208,9 @@ def test_worker_finishes_attempt_on_sigterm(tmp_path: Path) -> None:
     gateway = start_gateway(
         config_dir, tmp_path / "data", SECRETS, args=("--no-worker",)
     )
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "worker", "--config-dir", str(config_dir)],
-        env=gateway.env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = _start_worker(config_dir, gateway.env)
     try:
-        body = (CORPUS / "unipile" / "mail_sent.json").read_bytes()
-        headers = {
-            "content-type": "application/json",
-            "unipile-auth": SECRETS["UNIPILE_WEBHOOK_SECRET"],
-        }
-        event_id = gateway.post("/webhooks/unipile/notify", body, headers).json()[
-            "event_id"
-        ]
+        event_id = _send_mail_sent(gateway)
         subscriber.wait_for(1, timeout=60)
         worker.terminate()
         exit_code = worker.wait(timeout=30)
@@ -215,3 +224,59 @@ def test_worker_finishes_attempt_on_sigterm(tmp_path: Path) -> None:
     assert exit_code == 0
     assert event["deliveries"][0]["status"] == "succeeded"
     assert event["deliveries"][0]["attempts"] == 1
+
+
+def _wait_until_settled(
+    gateway: Gateway, event_id: str, timeout: float
+) -> list[dict[str, Any]]:
+    """Poll an event until none of its deliveries is pending; return them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = gateway.api("GET", f"/api/events/{event_id}").json()["deliveries"]
+        if time.monotonic() > deadline or all(r["status"] != "pending" for r in rows):
+            return list(rows)
+        time.sleep(0.2)
+
+
+def test_stopped_worker_leaves_unstarted_attempts(tmp_path: Path) -> None:
+    """SIGTERM mid-fan-out: started attempts finish, the rest go to the next worker.
+
+    The 40 deliveries of one event share queue jobs, so the stop lands inside
+    a job that still has deliveries to attempt.
+    """
+    count = 40
+    subscriber = Subscriber(delays=[2.0] * count).start()
+    subscriptions = "subscriptions:\n" + "".join(
+        f"  slow{index}:\n    url: {subscriber.url}\n    events: [unipile.email.sent]\n"
+        for index in range(count)
+    )
+    config_dir = copy_shipped_config(tmp_path, subscriptions)
+    env = {**SECRETS, "MFO_SWEEP_INTERVAL": "1s", "MFO_SWEEP_GRACE": "2s"}
+    gateway = start_gateway(config_dir, tmp_path / "data", env, args=("--no-worker",))
+    first = _start_worker(config_dir, gateway.env)
+    second = None
+    try:
+        event_id = _send_mail_sent(gateway)
+        subscriber.wait_for(1, timeout=60)
+        first.terminate()
+        first_exit = first.wait(timeout=40)
+        sent_by_first = len(subscriber.received)
+        left = gateway.api("GET", f"/api/events/{event_id}").json()["deliveries"]
+        second = _start_worker(config_dir, gateway.env)
+        subscriber.wait_for(count, timeout=90)
+        done = _wait_until_settled(gateway, event_id, timeout=30)
+    finally:
+        for worker in (first, second):
+            if worker is not None and worker.poll() is None:
+                worker.kill()
+        gateway.stop()
+        subscriber.stop()
+
+    webhook_ids = [received.headers["webhook-id"] for received in subscriber.received]
+    assert first_exit == 0
+    assert sent_by_first < count
+    assert sum(row["status"] == "pending" for row in left) == count - sent_by_first
+    assert len(webhook_ids) == count
+    assert len(set(webhook_ids)) == count
+    assert all(row["status"] == "succeeded" for row in done)
+    assert all(row["attempts"] == 1 for row in done)

@@ -208,6 +208,21 @@ def test_subscription_url_must_be_http(tmp_path: Path) -> None:
     assert "expected an http:// or https:// URL" in found[0]
 
 
+def test_broken_route_hides_unmatched_warnings(tmp_path: Path) -> None:
+    """A route that fails to compile does not also make its listeners 'unmatched'."""
+    config_dir = write_config(
+        tmp_path,
+        ROUTE.replace("type: header_secret", "type: header_secrt").replace(
+            "acme.{{ payload.kind }}", "acme.created"
+        ),
+        "subscriptions:\n  crm:\n    url: https://crm.example.com/h\n"
+        "    events: [acme.created]\n",
+    )
+    _, problems = check_config(config_dir, {})
+    assert [p.severity for p in problems] == ["error"]
+    assert "header_secrt" in problems[0].message
+
+
 def test_unmatched_pattern_is_warning(tmp_path: Path) -> None:
     config_dir = write_config(
         tmp_path,
@@ -317,7 +332,10 @@ def test_schema_not_json(tmp_path: Path) -> None:
     (tmp_path / "schemas").mkdir()
     (tmp_path / "schemas" / "bad.json").write_text("{not json")
     config_dir = write_config(
-        tmp_path, ROUTE.replace("        events:", "        schema: schemas/bad.json\n        events:")
+        tmp_path,
+        ROUTE.replace(
+            "        events:", "        schema: schemas/bad.json\n        events:"
+        ),
     )
     found = errors(config_dir)
     assert len(found) == 1
@@ -329,7 +347,10 @@ def test_schema_not_a_schema(tmp_path: Path) -> None:
     (tmp_path / "schemas").mkdir()
     (tmp_path / "schemas" / "bad.json").write_text('{"type": 5}')
     config_dir = write_config(
-        tmp_path, ROUTE.replace("        events:", "        schema: schemas/bad.json\n        events:")
+        tmp_path,
+        ROUTE.replace(
+            "        events:", "        schema: schemas/bad.json\n        events:"
+        ),
     )
     found = errors(config_dir)
     assert len(found) == 1
@@ -370,8 +391,20 @@ def test_config_schema_rejects_typo() -> None:
 
     from gateway.config.config_schema import providers_schema
 
-    document = {"providers": {"a": {"routes": {"r": {"path": "/x", "verify": {"type": "none"},
-                                                     "events": [{"type": "a"}], "evnts": []}}}}}
+    document = {
+        "providers": {
+            "a": {
+                "routes": {
+                    "r": {
+                        "path": "/x",
+                        "verify": {"type": "none"},
+                        "events": [{"type": "a"}],
+                        "evnts": [],
+                    }
+                }
+            }
+        }
+    }
     validator = jsonschema.Draft202012Validator(providers_schema())
     assert not validator.is_valid(document)
 
@@ -423,9 +456,14 @@ def test_pipeline_loop_through_two(tmp_path: Path) -> None:
 
 
 def test_reserved_route_path(tmp_path: Path) -> None:
-    found = errors(write_config(tmp_path, ROUTE.replace("/webhooks/acme", "/api/deliveries")))
+    found = errors(
+        write_config(tmp_path, ROUTE.replace("/webhooks/acme", "/api/deliveries"))
+    )
     assert len(found) == 1
-    assert "path '/api/deliveries' is under /api, which the gateway itself serves" in found[0]
+    assert (
+        "path '/api/deliveries' is under /api, which the gateway itself serves"
+        in found[0]
+    )
 
 
 def test_empty_providers_is_warning(tmp_path: Path) -> None:
@@ -446,7 +484,9 @@ def test_alias_bomb_stopped(tmp_path: Path) -> None:
 
 
 def test_empty_secret_message(tmp_path: Path) -> None:
-    found = errors(write_config(tmp_path, ROUTE.replace("secret: s3cret", 'secret: ""')))
+    found = errors(
+        write_config(tmp_path, ROUTE.replace("secret: s3cret", 'secret: ""'))
+    )
     assert any("not an empty string" in f for f in found)
 
 
@@ -460,11 +500,15 @@ def test_yaml_error_keeps_context(tmp_path: Path) -> None:
     "line, message",
     [
         ("    url: https://a.example:99999/h\n", "is not a valid URL"),
-        ("    url: https://a.example/h\n    headers: {Content-Length: '5'}\n",
-         "is set by the gateway"),
+        (
+            "    url: https://a.example/h\n    headers: {Content-Length: '5'}\n",
+            "is set by the gateway",
+        ),
     ],
 )
-def test_subscription_url_and_headers_checked(tmp_path: Path, line: str, message: str) -> None:
+def test_subscription_url_and_headers_checked(
+    tmp_path: Path, line: str, message: str
+) -> None:
     config_dir = write_config(
         tmp_path, ROUTE, "subscriptions:\n  crm:\n" + line + "    events: ['*']\n"
     )
@@ -472,3 +516,48 @@ def test_subscription_url_and_headers_checked(tmp_path: Path, line: str, message
     assert len(found) == 1
     assert "subscriptions.yaml:" in found[0]
     assert message in found[0]
+
+
+@pytest.mark.parametrize(
+    "value", ["${ACME_SECRET:-dev", "${ACME_SECRET", "${1BAD}", "pre-${ACME_SECRET:-x"]
+)
+def test_env_variable_unclosed_rejected(tmp_path: Path, value: str) -> None:
+    config_dir = write_config(tmp_path, _block_verify(value))
+    found = errors(config_dir, env={"ACME_SECRET": "set"})
+    assert len(found) == 1
+    assert found[0].startswith(f"{_rel(config_dir)}/providers.yaml:9:")
+    assert "invalid variable reference" in found[0]
+    assert "closing brace" in found[0]
+
+
+def _block_verify(secret: str) -> str:
+    """Return ROUTE with `verify` as a block mapping whose secret is `secret`."""
+    block = (
+        "verify:\n          type: header_secret\n          header: X-Token\n"
+        f"          secret: {secret}"
+    )
+    return ROUTE.replace(
+        "verify: {type: header_secret, header: X-Token, secret: s3cret}", block
+    )
+
+
+def test_env_variable_escape_kept(tmp_path: Path) -> None:
+    config_dir = write_config(tmp_path, _block_verify("a$${b"))
+    config = load_config(config_dir, env={})
+    assert config.routes[0].verify.secrets == ("a${b",)
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("providers:\n\tacme: {}\n", "indent with spaces"),
+        ("providers:\n  acme: a: b\n", "quote a value"),
+        ("providers:\n  acme:\n    a: 1\n   b: 2\n", "same column"),
+    ],
+)
+def test_yaml_error_suggests_fix(tmp_path: Path, text: str, hint: str) -> None:
+    config_dir = write_config(tmp_path, text)
+    found = errors(config_dir)
+    assert len(found) == 1
+    assert "invalid YAML" in found[0]
+    assert hint in found[0]

@@ -259,8 +259,15 @@ class Checker:
         """Report a template error on the YAML line where the template broke."""
         if exc.template_line:
             location = location.text_line(exc.template_line)
+        syntax = (
+            "{{ expression }} for values and {% if %}...{% endif %} for statements"
+            if kind == "template"
+            else "a Jinja expression such as payload.type == 'push'"
+        )
         self.error(
-            location, f"{what}: invalid {kind}: {exc}; the text is {exc.source!r}"
+            location,
+            f"{what}: invalid {kind}: {exc}; the text is {exc.source!r}."
+            f" Write {syntax}.",
         )
 
     def expression(self, node: YMap, key: str, what: str) -> Expression | None:

@@ -238,14 +238,23 @@ def check_config(
     config_dir = Path(config_dir)
     compiler = _Compiler(config_dir, os.environ if env is None else env)
     if not config_dir.is_dir():
-        problem = ConfigProblem(str(config_dir), 1, 1, "config directory not found")
+        problem = ConfigProblem(
+            str(config_dir),
+            1,
+            1,
+            "config directory not found; pass --config-dir with the folder that"
+            " contains providers.yaml, or run mfo from the folder above config/",
+        )
         return None, [problem]
     providers_file = compiler.load(PROVIDERS_FILE, required=True)
     assert providers_file is not None
     providers, pipelines, max_body = compiler.compile_providers(providers_file)
     subscriptions_file = compiler.load(SUBSCRIPTIONS_FILE, required=False)
     subscriptions, defaults = compiler.compile_subscriptions(subscriptions_file)
-    compiler.warn_unmatched_patterns(providers, pipelines, subscriptions)
+    if not any(problem.severity == "error" for problem in compiler.check.problems):
+        # A route or pipeline that failed to compile emits nothing, so the
+        # patterns that listen for it would be reported as unmatched too.
+        compiler.warn_unmatched_patterns(providers, pipelines, subscriptions)
     compiler.check_pipeline_loops(pipelines)
     compiler.check_reserved_paths(providers, providers_file)
     problems = compiler.check.problems

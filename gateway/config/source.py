@@ -42,7 +42,7 @@ _ConfigLoader.add_implicit_resolver(
 )
 
 _VARIABLE = re.compile(
-    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}\n]*))?\}"
 )
 _ESCAPED = "$${"
 # `${...}` is hidden behind same-width placeholders while YAML parses, because
@@ -153,7 +153,29 @@ class _Interpolator:
             return match.group(0)
 
         parts = text.split(_ESCAPED)
+        for part in parts:
+            broken = _VARIABLE.sub("", part).find("${")
+            if broken >= 0:
+                fragment = _VARIABLE.sub("", part)[broken : broken + 30]
+                self.problems.append(
+                    location.problem(
+                        f"invalid variable reference {fragment!r}: write ${{NAME}}"
+                        " or ${NAME:-default} with a closing brace, or $${ for a"
+                        " literal ${"
+                    )
+                )
         return "${".join(_VARIABLE.sub(replace, part) for part in parts)
+
+
+def _yaml_hint(problem: str) -> str:
+    """Suggest the usual fix for a YAML syntax error."""
+    if "\\t" in problem or "tab" in problem:
+        return "indent with spaces, because YAML does not allow tabs"
+    if "mapping values are not allowed" in problem:
+        return "quote a value that contains ': ', or put the key on its own line"
+    if "block end" in problem or "indentation" in problem:
+        return "check that keys of one mapping start in the same column"
+    return "check the indentation and quoting around this position"
 
 
 def load_yaml_file(
@@ -181,6 +203,7 @@ def load_yaml_file(
         message = f"invalid YAML: {exc.problem or exc}"
         if exc.context and exc.context_mark and exc.context_mark is not mark:
             message += f" ({exc.context} at line {exc.context_mark.line + 1})"
+        message += "; " + _yaml_hint(str(exc.problem or exc))
         loaded.problems.append(ConfigProblem(display, line, column, message))
         return loaded
     except yaml.YAMLError as exc:

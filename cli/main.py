@@ -497,8 +497,26 @@ def deliveries_retry(
     if dry_run:
         typer.echo(f"{total['matched']} deliveries would be retried")
         return
+    if ids and len(body) == 1:
+        _retry_each(client, ids)
+        return
     matched, retried = retry_in_batches(client, body, batch_size, total["matched"])
     typer.echo(f"{retried} of {matched} deliveries queued again")
+
+
+def _retry_each(client: ApiClient, ids: list[str]) -> None:
+    """Retry deliveries named on the command line, saying why any was not retried."""
+    retried = 0
+    for delivery_id in ids:
+        try:
+            client.post(f"/api/deliveries/{segment(delivery_id)}/retry", {})
+        except CliError as exc:
+            typer.echo(f"{delivery_id}: not retried: {exc}", err=True)
+            continue
+        retried += 1
+    typer.echo(f"{retried} of {len(ids)} deliveries queued again")
+    if retried < len(ids):
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - entry point for `python -m cli.main`

@@ -96,7 +96,10 @@ def _retry_request(data: Any) -> tuple[dict[str, Any], bool, int | None, str | N
 
 
 def _retry_filters(data: dict[str, Any]) -> dict[str, Any]:
-    """Build the filters of a bulk retry, which never selects pending deliveries."""
+    """Build the filters of a bulk retry.
+
+    It never selects pending deliveries, nor those of deleted subscriptions.
+    """
     status = data.get("status")
     if status == "pending":
         raise ApiError(400, "pending deliveries are already queued; nothing to retry")
@@ -127,6 +130,8 @@ def _retry_filters(data: dict[str, Any]) -> dict[str, Any]:
         # retry twice does not resend deliveries that succeeded in between.
         filters["status"] = "failed"
     filters["not_pending"] = True
+    # A deleted subscription's deliveries cannot be sent, so they never match.
+    filters["live_subscription"] = True
     return filters
 
 

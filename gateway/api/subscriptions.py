@@ -311,7 +311,8 @@ class SubscriptionController(Controller):
 
     @delete("/subscriptions/{sub_id:str}", status_code=200)
     async def delete_subscription(self, state: State, sub_id: str) -> dict[str, Any]:
-        async with runtime(state).db.connection() as conn:
+        """Delete a subscription; its pending deliveries fail, as nothing sends them."""
+        async with runtime(state).db.transaction() as conn:
             row = await queries.get_subscription(conn, sub_id)
             if row is None:
                 raise ApiError(404, f"subscription {sub_id!r} not found")

@@ -240,6 +240,8 @@ def _delivery_filters(filters: dict[str, Any]) -> tuple[str, list[Any]]:
         params.append(filters["status"])
     if filters.get("not_pending"):
         clauses.append("d.status <> 'pending'")
+    if filters.get("live_subscription"):
+        clauses.append("s.deleted_at IS NULL")
     if filters.get("subscription"):
         clauses.append("(d.subscription_id = %s OR s.name = %s)")
         params += [filters["subscription"], filters["subscription"]]

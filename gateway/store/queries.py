@@ -222,10 +222,31 @@ async def set_delivery_settings(
 
 async def retire_config_subscriptions(conn: Connection, keep: Sequence[str]) -> None:
     """Mark YAML subscriptions that the config no longer declares as deleted."""
-    await conn.execute(
+    cursor = await conn.execute(
         "UPDATE mfo_subscriptions SET deleted_at = now(), updated_at = now()"
-        " WHERE source = 'config' AND deleted_at IS NULL AND NOT (name = ANY(%s))",
+        " WHERE source = 'config' AND deleted_at IS NULL AND NOT (name = ANY(%s))"
+        " RETURNING id",
         (list(keep),),
+    )
+    await _fail_pending_deliveries(conn, [row["id"] for row in await cursor.fetchall()])
+
+
+async def _fail_pending_deliveries(conn: Connection, sub_ids: Sequence[str]) -> None:
+    """Fail the pending deliveries of deleted subscriptions, which nothing will send.
+
+    A delivery whose attempt is in flight is locked and skipped; its attempt
+    finishes it, or fails it on the next try.
+    """
+    if not sub_ids:
+        return
+    await conn.execute(
+        "UPDATE mfo_deliveries SET status = 'failed', next_attempt_at = NULL,"
+        " last_error = 'subscription was deleted', finished_at = now(),"
+        " updated_at = now(), slot_at = NULL"
+        " WHERE id IN (SELECT id FROM mfo_deliveries"
+        "   WHERE subscription_id = ANY(%s) AND status = 'pending'"
+        "   FOR UPDATE SKIP LOCKED)",
+        (list(sub_ids),),
     )
 
 
@@ -277,12 +298,16 @@ async def get_subscription(conn: Connection, sub_id: str) -> dict[str, Any] | No
 
 
 async def delete_subscription(conn: Connection, sub_id: str) -> bool:
+    """Mark a subscription deleted and fail its pending deliveries."""
     cursor = await conn.execute(
         "UPDATE mfo_subscriptions SET deleted_at = now(), updated_at = now()"
         " WHERE id = %s AND deleted_at IS NULL RETURNING id",
         (sub_id,),
     )
-    return await cursor.fetchone() is not None
+    deleted = await cursor.fetchone() is not None
+    if deleted:
+        await _fail_pending_deliveries(conn, [sub_id])
+    return deleted
 
 
 async def change_subscription_status(

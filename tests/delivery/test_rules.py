@@ -244,11 +244,52 @@ def test_retry_of_deleted_subscription_rejected(
     one = gateway.api("POST", f"/api/deliveries/{failed['id']}/retry")
     bulk = gateway.api("POST", "/api/deliveries/retry", json={"ids": [failed["id"]]})
 
+    cli = run_cli(
+        gateway, "deliveries", "retry", failed["id"], "--url", gateway.base_url
+    )
+    dry = run_cli(
+        gateway,
+        "deliveries",
+        "retry",
+        "--event-type",
+        "test.deleted",
+        "--dry-run",
+        "--url",
+        gateway.base_url,
+    )
+
     assert one.status_code == 409, one.text
     assert sub["id"] in one.json()["detail"]
     assert bulk.status_code == 200, bulk.text
     assert bulk.json()["retried"] == 0
+    assert cli.returncode == 1
+    assert f"{failed['id']}: not retried" in cli.stderr
+    assert "is deleted" in cli.stderr
+    assert "0 deliveries would be retried" in dry.stdout
     assert delivery_of(gateway, event_id)["status"] == "failed"
+
+
+def test_deleting_subscription_fails_pending(
+    gateway: Gateway, receiver: Receiver
+) -> None:
+    """Deliveries waiting to retry fail when their subscription is deleted."""
+    receiver.replies = [Reply(500)]
+    slow = {"schedule": ["1h"], "jitter": 0}
+    sub = subscribe(gateway, receiver.url, ["test.deleting"], retry=slow)
+    event_id = send_event(gateway, "test.deleting")
+    receiver.wait_for(1)
+    waiting = wait_delivery(gateway, event_id, "pending")
+    deadline = time.monotonic() + 20
+    while waiting["attempts"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        waiting = delivery_of(gateway, event_id)
+    gateway.unsubscribe(sub)
+    done = delivery_of(gateway, event_id)
+
+    assert waiting["attempts"] == 1
+    assert done["status"] == "failed"
+    assert done["last_error"] == "subscription was deleted"
+    assert done["next_attempt_at"] is None
 
 
 def test_wildcard_skips_operational_events(

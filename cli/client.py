@@ -19,8 +19,9 @@ class ApiClient:
         token = settings.api_token or read_api_token(settings.data_dir)
         if not token:
             raise CliError(
-                f"no API token: set MFO_API_TOKEN or start `mfo serve` once so that it"
-                f" writes {token_path(settings.data_dir)}"
+                f"no API token in {token_path(settings.data_dir)}: set MFO_API_TOKEN,"
+                " or set MFO_DATA_DIR to the data folder of the running `mfo serve`"
+                " (it writes the token there when it starts)"
             )
         self.base_url = base_url.rstrip("/")
         self.http = httpx.Client(

@@ -423,7 +423,14 @@ def deliveries_list(
     )
     for line in table:
         typer.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)))
-    typer.echo(f"{len(rows)} deliveries", err=True)
+    if len(rows) >= limit:
+        typer.echo(
+            f"the oldest {len(rows)} matching deliveries; more may match, so"
+            " narrow with --since or raise --limit",
+            err=True,
+        )
+    else:
+        typer.echo(f"{len(rows)} deliveries", err=True)
 
 
 @deliveries.command("show")

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, SerializationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import OpenAPIMediaType, RequestBody
 from litestar.router import Router
@@ -261,7 +261,11 @@ async def readyz(state: State) -> Response[dict[str, Any]]:
 
 def _internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, HTTPException):
-        body: dict[str, Any] = {"status_code": exc.status_code, "detail": exc.detail}
+        detail = exc.detail
+        if isinstance(exc.__cause__, SerializationException):
+            # Litestar passes on the JSON decoder's words alone.
+            detail = f"the request body is not valid JSON: {detail}"
+        body: dict[str, Any] = {"status_code": exc.status_code, "detail": detail}
         if exc.extra:
             body.update(
                 exc.extra if isinstance(exc.extra, dict) else {"extra": exc.extra}

@@ -248,6 +248,18 @@ def test_subscribe_rejects_bad_input(
     assert field in [error["field"] for error in response.json()["errors"]]
 
 
+@pytest.mark.parametrize("body", [b'{"url": ', b'{"url": x}', b"\xff\xfe"])
+def test_subscribe_rejects_invalid_json(gateway: Gateway, body: bytes) -> None:
+    response = gateway.api(
+        "POST",
+        "/api/notifications/subscribe",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("the request body is not valid JSON")
+
+
 def test_api_requires_token(gateway: Gateway) -> None:
     import httpx
 

@@ -413,6 +413,9 @@ def deliveries_list(
         "subscription_name",
         "created_at",
     )
+    for row in rows:
+        if row.get("held"):
+            row["status"] = "held"
     table = [
         [str(row.get(c) if row.get(c) is not None else "-") for c in columns]
         for row in rows

@@ -211,9 +211,17 @@ async def postpone_delivery(
     return await cursor.fetchone() is not None
 
 
+# A pending delivery of a paused or disabled subscription waits for a resume.
+_HELD = (
+    "(d.status = 'pending' AND s.status <> 'active' AND s.deleted_at IS NULL) AS held"
+)
+
+
 async def get_delivery(conn: Connection, delivery_id: str) -> dict[str, Any] | None:
     cursor = await conn.execute(
-        "SELECT d.*, s.name AS subscription_name, s.url FROM mfo_deliveries d"
+        "SELECT d.*, s.name AS subscription_name, s.url, "
+        + _HELD
+        + " FROM mfo_deliveries d"
         " JOIN mfo_subscriptions s ON s.id = d.subscription_id WHERE d.id = %s",
         (delivery_id,),
     )
@@ -273,8 +281,9 @@ async def list_deliveries(
         "SELECT d.id, d.event_id, d.subscription_id, s.name AS subscription_name,"
         " d.event_type, d.status, d.attempts, d.last_status, d.last_error,"
         " d.next_attempt_at, d.replay, d.dead_lettered_at, d.created_at,"
-        " d.updated_at, d.finished_at"
-        " FROM mfo_deliveries d JOIN mfo_subscriptions s ON s.id = d.subscription_id"
+        " d.updated_at, d.finished_at, "
+        + _HELD
+        + " FROM mfo_deliveries d JOIN mfo_subscriptions s ON s.id = d.subscription_id"
         f"{where} ORDER BY d.id LIMIT %s",
         (*params, limit),
     )

@@ -375,8 +375,20 @@ def test_pause_holds_until_resume(gateway: Gateway, receiver: Receiver) -> None:
     second = send_event(gateway, "test.pause")
     time.sleep(2.5)
 
+    listed = run_cli(
+        gateway,
+        "deliveries",
+        "list",
+        "--event-type",
+        "test.pause",
+        "--url",
+        gateway.base_url,
+    )
+
     assert receiver.arrivals == []
     assert delivery_of(gateway, first)["status"] == "pending"
+    assert delivery_of(gateway, first)["held"] is True
+    assert listed.stdout.count(" held ") == 2
 
     resumed = run_cli(
         gateway, "subscriptions", "resume", sub["id"], "--url", gateway.base_url
@@ -387,6 +399,7 @@ def test_pause_holds_until_resume(gateway: Gateway, receiver: Receiver) -> None:
     wait_delivery(gateway, second, "succeeded")
 
     assert delivery_of(gateway, first)["attempts"] == 1
+    assert delivery_of(gateway, first)["held"] is False
 
 
 def test_rotation_signs_with_both(gateway: Gateway, receiver: Receiver) -> None:

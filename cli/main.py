@@ -258,6 +258,7 @@ async def _run_worker(
     gateway = Gateway(settings, config)
     await gateway.start(run_worker=False)
     gateway.start_reloader("worker", gateway.apply_config)
+    await gateway.fit_pool(concurrency)
     gateway.start_worker(concurrency)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -58,6 +58,10 @@ logger = logging.getLogger(__name__)
 EMBEDDED_CHECK_INTERVAL = 5.0
 
 
+# Connections beyond those of attempts in flight: sweep, enqueues, API.
+_SPARE_CONNECTIONS = 4
+
+
 class Gateway:
     """The running parts one process shares: config, database, queue, worker."""
 
@@ -151,6 +155,16 @@ class Gateway:
                 )
             except Exception as exc:
                 logger.error("could not start the embedded PostgreSQL again: %s", exc)
+
+    async def fit_pool(self, concurrency: int) -> None:
+        """Grow the database pool so that every attempt in flight has a connection.
+
+        An attempt keeps its connection while it sends, and the sweep and the
+        enqueues need a few more.
+        """
+        wanted = concurrency + _SPARE_CONNECTIONS
+        if wanted > self.db.pool.max_size:
+            await self.db.pool.resize(self.db.pool.min_size, wanted)
 
     def start_worker(self, concurrency: int = WORKER_CONCURRENCY) -> None:
         self._worker_runtime = WorkerRuntime(

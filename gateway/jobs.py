@@ -151,7 +151,10 @@ class WorkerRuntime:
         self.sweep_interval = sweep_interval
         self.sweep_grace = timedelta(seconds=sweep_grace)
         self.http = create_http_client(policy)
-        self.delivery_clients = ClientShards(policy)
+        # Four shards of at least 16 connections, enough for every attempt.
+        self.delivery_clients = ClientShards(
+            policy, connections_per_shard=max(16, -(-concurrency // 4))
+        )
         self.delivery = DeliveryRuntime(db, self.delivery_clients, config)
         self.synced_version: str | None = None
         self.draining = False

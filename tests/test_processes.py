@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import SECRETS
+from tests.delivery.receivers import Receiver, Reply
 from tests.support import CORPUS, REPO, Gateway, Subscriber, start_gateway
 
 
@@ -21,6 +22,20 @@ def copy_shipped_config(root: Path, subscriptions: str) -> Path:
     shutil.copytree(REPO / "schemas", root / "schemas")
     (root / "config" / "subscriptions.yaml").write_text(subscriptions)
     return root / "config"
+
+
+def start_worker(
+    config_dir: Path, env: dict[str, str], *args: str
+) -> subprocess.Popen[bytes]:
+    """Start `mfo worker` on a config with the environment of a gateway."""
+    command = [sys.executable, "-m", "cli.main", "worker", "--config-dir"]
+    return subprocess.Popen(
+        [*command, str(config_dir), *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def test_worker_process_delivers_yaml_subscription(tmp_path: Path) -> None:
@@ -51,20 +66,7 @@ def test_worker_process_delivers_yaml_subscription(tmp_path: Path) -> None:
         time.sleep(1.5)
         assert subscriber.received == []
 
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cli.main",
-                "worker",
-                "--config-dir",
-                str(config_dir),
-            ],
-            env=gateway.env,
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        worker = start_worker(config_dir, gateway.env)
         received = subscriber.wait_for(2, timeout=60)
     finally:
         if worker is not None:
@@ -175,16 +177,6 @@ def test_pipeline_loop_stopped_at_run_time(tmp_path: Path) -> None:
     assert "probably triggers itself" in failed["error"]
 
 
-def _start_worker(config_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "worker", "--config-dir", str(config_dir)],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
 def _send_mail_sent(gateway: Gateway) -> str:
     """POST the Unipile mail_sent webhook and return its event id."""
     body = (CORPUS / "unipile" / "mail_sent.json").read_bytes()
@@ -208,7 +200,7 @@ def test_worker_finishes_attempt_on_sigterm(tmp_path: Path) -> None:
     gateway = start_gateway(
         config_dir, tmp_path / "data", SECRETS, args=("--no-worker",)
     )
-    worker = _start_worker(config_dir, gateway.env)
+    worker = start_worker(config_dir, gateway.env)
     try:
         event_id = _send_mail_sent(gateway)
         subscriber.wait_for(1, timeout=60)
@@ -253,7 +245,7 @@ def test_stopped_worker_leaves_unstarted_attempts(tmp_path: Path) -> None:
     config_dir = copy_shipped_config(tmp_path, subscriptions)
     env = {**SECRETS, "MFO_SWEEP_INTERVAL": "1s", "MFO_SWEEP_GRACE": "2s"}
     gateway = start_gateway(config_dir, tmp_path / "data", env, args=("--no-worker",))
-    first = _start_worker(config_dir, gateway.env)
+    first = start_worker(config_dir, gateway.env)
     second = None
     try:
         event_id = _send_mail_sent(gateway)
@@ -262,7 +254,7 @@ def test_stopped_worker_leaves_unstarted_attempts(tmp_path: Path) -> None:
         first_exit = first.wait(timeout=40)
         sent_by_first = len(subscriber.received)
         left = gateway.api("GET", f"/api/events/{event_id}").json()["deliveries"]
-        second = _start_worker(config_dir, gateway.env)
+        second = start_worker(config_dir, gateway.env)
         subscriber.wait_for(count, timeout=90)
         done = _wait_until_settled(gateway, event_id, timeout=30)
     finally:
@@ -280,3 +272,32 @@ def test_stopped_worker_leaves_unstarted_attempts(tmp_path: Path) -> None:
     assert len(set(webhook_ids)) == count
     assert all(row["status"] == "succeeded" for row in done)
     assert all(row["attempts"] == 1 for row in done)
+
+
+def test_worker_concurrency_beyond_pool(tmp_path: Path) -> None:
+    """`--concurrency 40` sends 40 attempts at once: the pool grows to match.
+
+    Each attempt keeps a database connection while it sends, and the pool
+    starts at 20 connections.
+    """
+    count = 40
+    receiver = Receiver(default=Reply(delay=1.0)).start()
+    subscriptions = "subscriptions:\n" + "".join(
+        f"  slow{index}:\n    url: {receiver.url}\n    events: [unipile.email.sent]\n"
+        for index in range(count)
+    )
+    config_dir = copy_shipped_config(tmp_path, subscriptions)
+    gateway = start_gateway(
+        config_dir, tmp_path / "data", SECRETS, args=("--no-worker",)
+    )
+    worker = start_worker(config_dir, gateway.env, "--concurrency", str(count))
+    try:
+        _send_mail_sent(gateway)
+        receiver.wait_for(count, timeout=60)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=40)
+        gateway.stop()
+        receiver.stop()
+
+    assert receiver.max_open_requests == count

@@ -302,7 +302,7 @@ def send(
     import httpx
 
     from gateway.ingress.request import WebhookRequest
-    from gateway.ingress.verify import build_verifier
+    from gateway.ingress.schemes import build_verifier
 
     provider, _, route_name = target.partition("/")
     config = _load_config_or_fail(config_dir)

@@ -162,9 +162,9 @@ class Gateway:
         An attempt keeps its connection while it sends, and the sweep and the
         enqueues need a few more.
         """
-        wanted = concurrency + _SPARE_CONNECTIONS
-        if wanted > self.db.pool.max_size:
-            await self.db.pool.resize(self.db.pool.min_size, wanted)
+        needed = concurrency + _SPARE_CONNECTIONS
+        if needed > self.db.pool.max_size:
+            await self.db.pool.resize(self.db.pool.min_size, needed)
 
     def start_worker(self, concurrency: int = WORKER_CONCURRENCY) -> None:
         self._worker_runtime = WorkerRuntime(

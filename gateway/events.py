@@ -106,28 +106,25 @@ class JobGrouper:
 
 def merge_deliveries(work: Sequence[Work]) -> list[Work]:
     """Turn delivery works that share a key into one `deliver_many` work."""
-    merged: list[Work] = []
     groups: dict[str, list[str]] = {}
+    for item in work:
+        if item.function == DELIVER_JOB:
+            groups.setdefault(item.key, []).append(item.kwargs["delivery_id"])
+    merged: list[Work] = []
     for item in work:
         if item.function != DELIVER_JOB:
             merged.append(item)
             continue
-        ids = groups.get(item.key)
+        # The first work of a key carries its whole group, so later ones are skipped.
+        ids = groups.pop(item.key, None)
         if ids is None:
-            groups[item.key] = ids = []
+            continue
+        if len(ids) == 1:
             merged.append(item)
-        ids.append(item.kwargs["delivery_id"])
-    return [
-        Work(
-            DELIVER_MANY_JOB,
-            item.key,
-            {"delivery_ids": groups[item.key]},
-            item.scheduled,
-        )
-        if item.function == DELIVER_JOB and len(groups[item.key]) > 1
-        else item
-        for item in merged
-    ]
+        else:
+            many = {"delivery_ids": ids}
+            merged.append(Work(DELIVER_MANY_JOB, item.key, many, item.scheduled))
+    return merged
 
 
 def run_work(run_id: str, tag: str = "") -> Work:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -53,8 +54,8 @@ _WAITING = (Status.NEW, Status.QUEUED)
 # queue, few enough to leave saq's connection pool to the worker.
 _ENQUEUE_CONCURRENCY = 8
 # Attempts in flight at once in one worker process, whichever jobs carry
-# them. Each keeps a database connection while it sends, so this stays
-# below the pool's size.
+# them. Each keeps a database connection while it sends, so the gateway
+# grows its pool to match (`Gateway.fit_pool`).
 WORKER_CONCURRENCY = 16
 
 
@@ -112,7 +113,9 @@ class JobQueue:
 
     async def jobs(self, keys: Sequence[str | None]) -> list[Job | None]:
         """Return the queue's job for each key, None where it has none."""
-        known = [key for key in keys if key]
+        # Deliveries sent by one shared job have the same key, so each key is
+        # looked up once.
+        known = list(dict.fromkeys(key for key in keys if key))
         if not known:
             return [None] * len(keys)
         found = dict(zip(known, await self.saq.jobs(known), strict=True))
@@ -130,7 +133,8 @@ class WorkerRuntime:
     """The resources the worker functions share: database, queue and HTTP client.
 
     Every outgoing request goes through the egress guard of `policy`, and at
-    most `concurrency` attempts are in flight at once. The sweep runs every `sweep_interval` seconds. It treats the job of a row due
+    most `concurrency` attempts are in flight at once. The sweep runs every
+    `sweep_interval` seconds. It treats the job of a row due
     `sweep_grace` seconds ago as lost unless the queue still has it waiting.
     """
 
@@ -153,7 +157,7 @@ class WorkerRuntime:
         self.http = create_http_client(policy)
         # Four shards of at least 16 connections, enough for every attempt.
         self.delivery_clients = ClientShards(
-            policy, connections_per_shard=max(16, -(-concurrency // 4))
+            policy, connections_per_shard=max(16, math.ceil(concurrency / 4))
         )
         self.delivery = DeliveryRuntime(db, self.delivery_clients, config)
         self.synced_version: str | None = None

@@ -59,7 +59,7 @@ class DeliveryRuntime:
     """The database, guarded HTTP clients and config that an attempt uses."""
 
     db: Database
-    http: ClientShards
+    clients: ClientShards
     config: Callable[[], GatewayConfig]
 
 
@@ -246,7 +246,7 @@ async def _send(runtime: DeliveryRuntime, row: dict[str, Any]) -> AttemptOutcome
             started_at=datetime.now(UTC), duration_ms=0.0, error=f"template: {exc}"
         )
     return await send_attempt(
-        runtime.http.next(),
+        runtime.clients.next(),
         url=row["url"],
         body=body,
         message_id=row["id"],

@@ -241,7 +241,7 @@ def test_retry_of_deleted_subscription_rejected(
     failed = wait_delivery(gateway, event_id, "failed")
     gateway.unsubscribe(sub)
 
-    one = gateway.api("POST", f"/api/deliveries/{failed['id']}/retry")
+    single = gateway.api("POST", f"/api/deliveries/{failed['id']}/retry")
     bulk = gateway.api("POST", "/api/deliveries/retry", json={"ids": [failed["id"]]})
 
     cli = run_cli(
@@ -258,8 +258,8 @@ def test_retry_of_deleted_subscription_rejected(
         gateway.base_url,
     )
 
-    assert one.status_code == 409, one.text
-    assert sub["id"] in one.json()["detail"]
+    assert single.status_code == 409, single.text
+    assert sub["id"] in single.json()["detail"]
     assert bulk.status_code == 200, bulk.text
     assert bulk.json()["retried"] == 0
     assert cli.returncode == 1

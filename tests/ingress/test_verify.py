@@ -10,7 +10,7 @@ import pytest
 
 from gateway.config.model import VerifySpec
 from gateway.exceptions import Unauthorized
-from gateway.ingress.verify import HeaderSecret, HmacSignature, build_verifier
+from gateway.ingress.schemes import HeaderSecret, HmacSignature, build_verifier
 
 BODY = b'{"zen": "Keep it logically awesome.",  "n":\t1, "u": "\\u00e9"}'
 
